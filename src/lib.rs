@@ -1,0 +1,6 @@
+//! Tower middleware for putting a browser in front of sandboxed code.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod util;
