@@ -1,0 +1,242 @@
+use std::error::Error as StdError;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The response body of the [`ReverseProxy`](super::ReverseProxy): the upstream's body streamed
+/// frame by frame (data and trailers), or a short message the proxy wrote itself.
+///
+/// An upstream that breaks off mid-body makes this body end in an error, which hyper turns into an
+/// aborted response (a reset stream, or a connection closed before the final chunk): the client never
+/// sees a clean but truncated success.
+pub struct ProxyBody {
+    kind: Kind,
+    meter: Option<Box<Meter>>,
+}
+
+enum Kind {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    /// An empty body.
+    pub fn empty() -> Self {
+        ProxyBody {
+            kind: Kind::Full(None),
+            meter: None,
+        }
+    }
+
+    pub(crate) fn upstream(body: Incoming, meter: Option<Box<Meter>>) -> Self {
+        ProxyBody {
+            kind: Kind::Upstream(body),
+            meter,
+        }
+    }
+
+    pub(crate) fn set_meter(&mut self, meter: Option<Box<Meter>>) {
+        self.meter = meter;
+    }
+}
+
+impl Default for ProxyBody {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl From<Bytes> for ProxyBody {
+    fn from(b: Bytes) -> Self {
+        ProxyBody {
+            kind: Kind::Full((!b.is_empty()).then_some(b)),
+            meter: None,
+        }
+    }
+}
+
+impl From<String> for ProxyBody {
+    fn from(s: String) -> Self {
+        Bytes::from(s).into()
+    }
+}
+
+impl From<&'static str> for ProxyBody {
+    fn from(s: &'static str) -> Self {
+        Bytes::from_static(s.as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Upstream(_) => f.write_str("ProxyBody::Upstream"),
+            Kind::Full(b) => f
+                .debug_tuple("ProxyBody::Full")
+                .field(&b.as_ref().map_or(0, Bytes::len))
+                .finish(),
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let (Some(m), Some(d)) = (this.meter.as_mut(), frame.data_ref()) {
+                        m.bytes_down += d.len() as u64;
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    if let Some(m) = this.meter.as_mut() {
+                        m.outcome = "upstream aborted";
+                    }
+                    tracing::debug!(error = %e, "upstream body broke off; aborting the response");
+                    Poll::Ready(Some(Err(Box::new(e))))
+                }
+                Poll::Ready(None) => {
+                    if let Some(m) = this.meter.as_mut() {
+                        m.outcome = "complete";
+                    }
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+/// Per-request accounting, only allocated when a tracing subscriber wants the span. Emits one event
+/// when the response body is finished or dropped (the client went away).
+pub(crate) struct Meter {
+    pub(crate) span: tracing::Span,
+    pub(crate) start: Instant,
+    pub(crate) status: u16,
+    pub(crate) bytes_up: Arc<AtomicU64>,
+    pub(crate) bytes_down: u64,
+    pub(crate) outcome: &'static str,
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        let outcome = if self.outcome.is_empty() {
+            "client went away"
+        } else {
+            self.outcome
+        };
+        tracing::info!(
+            parent: &self.span,
+            status = self.status,
+            bytes_up = self.bytes_up.load(Ordering::Relaxed),
+            bytes_down = self.bytes_down,
+            duration_ms = self.start.elapsed().as_millis() as u64,
+            outcome,
+            "proxied"
+        );
+    }
+}
+
+/// The request body as sent upstream: the caller's body type, boxed once so one pooled client
+/// serves every body type, counting bytes and marking progress for the response-head timeout.
+pub(crate) struct RequestBody {
+    inner: UnsyncBoxBody<Bytes, BoxError>,
+    progress: Option<Arc<Progress>>,
+}
+
+/// Shared between the request body and the proxy future: bytes sent, and when the last frame went.
+pub(crate) struct Progress {
+    pub(crate) bytes: Arc<AtomicU64>,
+    pub(crate) epoch: Instant,
+    pub(crate) last_frame_ms: AtomicU64,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Self {
+        Progress {
+            bytes: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+            last_frame_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// When the request body last made progress.
+    pub(crate) fn last_activity(&self) -> Instant {
+        self.epoch + std::time::Duration::from_millis(self.last_frame_ms.load(Ordering::Relaxed))
+    }
+}
+
+impl RequestBody {
+    pub(crate) fn new<B>(body: B, progress: Option<Arc<Progress>>) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        RequestBody {
+            inner: body.map_err(Into::into).boxed_unsync(),
+            progress,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(p)) = (&polled, &self.progress) {
+            if let Some(d) = frame.data_ref() {
+                p.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+            p.last_frame_ms
+                .store(p.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,262 @@
+//! Hop-by-hop headers (RFC 9110 §7.6.1) and request framing checks (RFC 9112 §3.2, §6.3).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Version};
+
+use super::ProxyError;
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes the hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
+/// `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE` (kept as `trailers` when the
+/// client asked for trailers, which gRPC needs), `Trailer`, `Transfer-Encoding` and `Upgrade`.
+///
+/// Returns the `Upgrade` value that was removed, for a caller that is forwarding an upgrade.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    // Names listed in Connection go first: `Connection: x-foo` removes `x-foo`.
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        if let Ok(s) = value.to_str() {
+            for token in s.split(',') {
+                let token = token.trim();
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    // Never let a Connection token remove an end-to-end header we rely on.
+                    if name != header::HOST {
+                        listed.push(name);
+                    }
+                }
+            }
+        }
+    }
+    let upgrade = headers.remove(header::UPGRADE);
+    for name in listed {
+        headers.remove(&name);
+    }
+    let wants_trailers = crate::util::header_has_token(headers, header::TE, "trailers");
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    if wants_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    upgrade
+}
+
+/// Joins several `Cookie` fields into one with `"; "` (RFC 9113 §8.2.3): HTTP/2 clients split
+/// cookies, HTTP/1.1 servers expect one field.
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let _ = first;
+    let mut joined = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Whether the request asks to switch protocols (`Connection: upgrade` + `Upgrade`), HTTP/1.1 only.
+pub(crate) fn is_upgrade_request(parts: &Parts) -> bool {
+    parts.version == Version::HTTP_11
+        && parts.headers.contains_key(header::UPGRADE)
+        && crate::util::header_has_token(&parts.headers, header::CONNECTION, "upgrade")
+}
+
+/// Refuses requests a proxy must not forward: ambiguous framing (smuggling) and a missing, repeated
+/// or invalid `Host`.
+pub(crate) fn check_request(parts: &Parts) -> Result<(), ProxyError> {
+    let headers = &parts.headers;
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(ProxyError::BadRequest("several Host headers")),
+        (Some(h), None) => {
+            if !h.to_str().is_ok_and(valid_host) {
+                return Err(ProxyError::BadRequest("invalid Host header"));
+            }
+        }
+        (None, None) if parts.version == Version::HTTP_11 && parts.uri.authority().is_none() => {
+            return Err(ProxyError::BadRequest("missing Host header"));
+        }
+        _ => {}
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(ProxyError::BadRequest(
+                "both Content-Length and Transfer-Encoding are set",
+            ));
+        }
+        let last_is_chunked = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .last()
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+        if !last_is_chunked {
+            return Err(ProxyError::BadRequest(
+                "Transfer-Encoding must end with chunked",
+            ));
+        }
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        if lengths.any(|v| v != first) {
+            return Err(ProxyError::BadRequest("conflicting Content-Length headers"));
+        }
+    }
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not proxied"));
+    }
+    Ok(())
+}
+
+/// `host[:port]` with a valid port and no user info (RFC 9112 §3.2).
+fn valid_host(s: &str) -> bool {
+    if s.is_empty() || s.contains('@') || s.parse::<http::uri::Authority>().is_err() {
+        return false;
+    }
+    let port = match s.rfind(':') {
+        Some(i) if !s[i..].contains(']') => &s[i + 1..],
+        _ => return true,
+    };
+    port.is_empty()
+        || (port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_fixed_and_connection_listed_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-foo"),
+            ("connection", "X-Bar"),
+            ("x-foo", "1"),
+            ("x-bar", "2"),
+            ("x-baz", "3"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic abc"),
+            ("proxy-authenticate", "Basic"),
+            ("te", "gzip"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+        ]);
+        let up = strip_hop_by_hop(&mut h);
+        assert_eq!(up.unwrap(), "websocket");
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["set-cookie", "x-baz"]);
+        assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn te_trailers_is_kept() {
+        let mut h = map(&[("te", "trailers, deflate;q=0.5")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn connection_cannot_remove_host() {
+        let mut h = map(&[("connection", "host"), ("host", "a")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["host"], "a");
+    }
+
+    #[test]
+    fn cookies_are_joined() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2"]);
+    }
+
+    fn parts(version: Version, pairs: &[(&str, &str)]) -> Parts {
+        let mut req = http::Request::new(());
+        *req.version_mut() = version;
+        *req.headers_mut() = map(pairs);
+        req.into_parts().0
+    }
+
+    #[test]
+    fn framing_and_host_checks() {
+        assert!(check_request(&parts(Version::HTTP_11, &[("host", "a:1")])).is_ok());
+        assert!(check_request(&parts(Version::HTTP_10, &[])).is_ok());
+        assert!(check_request(&parts(Version::HTTP_11, &[("host", "[::1]:8080")])).is_ok());
+        assert!(check_request(&parts(Version::HTTP_11, &[("host", "[::1]")])).is_ok());
+        for bad in [
+            vec![],
+            vec![("host", "a"), ("host", "b")],
+            vec![("host", "u@a")],
+            vec![("host", "a:99999")],
+            vec![("host", "a b")],
+            vec![
+                ("host", "a"),
+                ("content-length", "1"),
+                ("transfer-encoding", "chunked"),
+            ],
+            vec![("host", "a"), ("transfer-encoding", "chunked, gzip")],
+            vec![
+                ("host", "a"),
+                ("content-length", "1"),
+                ("content-length", "2"),
+            ],
+        ] {
+            assert!(
+                check_request(&parts(Version::HTTP_11, &bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn detects_upgrades() {
+        let p = parts(
+            Version::HTTP_11,
+            &[
+                ("connection", "keep-alive, Upgrade"),
+                ("upgrade", "websocket"),
+            ],
+        );
+        assert!(is_upgrade_request(&p));
+        let p = parts(Version::HTTP_11, &[("upgrade", "websocket")]);
+        assert!(!is_upgrade_request(&p));
+    }
+}

@@ -1,0 +1,23 @@
+//! The streaming reverse proxy.
+//!
+//! [`ReverseProxy`] is a tower `Service` for `http::Request<B>` (any body with `Bytes` data) built on
+//! hyper-util's pooled client and the [`connect`](crate::connect) module's [`Connector`]. It streams
+//! bodies both ways, removes hop-by-hop headers, relays upgrades (WebSocket) to the request's own
+//! target and splices them, and answers every failure with a status and a short message
+//! ([`ProxyError`]).
+//!
+//! [`Connector`]: crate::connect::Connector
+
+mod body;
+mod error;
+mod headers;
+mod origin;
+mod service;
+mod tunnel;
+
+pub use body::ProxyBody;
+pub use error::ProxyError;
+pub use origin::OriginCheck;
+pub use service::{
+    Builder, ResponseFuture, ReverseProxy, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
+};

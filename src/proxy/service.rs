@@ -1,0 +1,501 @@
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body::Body;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::client::legacy::connect::Connect;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
+use tracing::Instrument;
+
+use super::body::{Meter, Progress, RequestBody};
+use super::headers::{check_request, is_upgrade_request, join_cookies, strip_hop_by_hop};
+use super::tunnel::{self, Tunnels};
+use super::{OriginCheck, ProxyBody, ProxyError};
+use crate::connect::{BuildError, Connector, ConnectorBuilder, LocalhostResolver};
+use crate::route::{Target, Upstream};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The default response-head timeout: how long the upstream may take to start answering after the
+/// request body last made progress.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default idle timeout of pooled upstream connections: below the 5 s keep-alive of Node's HTTP
+/// server, so the pool never reuses a connection the dev server is about to close.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// A streaming reverse proxy: a tower `Service` that sends each request to its
+/// [`Target`](crate::route::Target) and streams the answer back.
+///
+/// - Bodies stream both ways, frame by frame, with backpressure: memory does not grow with body
+///   size. Trailers pass through.
+/// - Hop-by-hop headers are removed both ways (`Connection` and every header it names,
+///   `Keep-Alive`, `Proxy-*`, `TE` except `trailers`, `Trailer`, `Transfer-Encoding`, `Upgrade`
+///   unless upgrading); several `Set-Cookie` stay separate; HTTP/2 cookie fields are joined.
+/// - Upgrades (WebSocket) go to the same target, over HTTP/1.1; the upstream's `101` is relayed and
+///   bytes are spliced both ways ([`OriginCheck`] guards them). Any other answer to an upgrade is
+///   passed to the client as it is.
+/// - An upstream that breaks off mid-body aborts the client's response; it never looks like a clean
+///   end.
+/// - Errors are answers with a status and a short plain-text message ([`ProxyError`]): 502 when the
+///   upstream cannot be reached (naming it and the addresses tried), 504 on timeouts, 400 for
+///   requests that cannot be forwarded safely.
+///
+/// The target comes from the request's extensions (put there by [`RouteLayer`](crate::route::RouteLayer)),
+/// or from the fixed upstream given to [`Builder::upstream`]. With neither, the answer is 500: there
+/// is no default address.
+///
+/// The proxy takes any request body with `Bytes` data, so it serves `axum` and plain `hyper` alike:
+///
+/// ```no_run
+/// use axum::Router;
+/// use sandbox_gateway::proxy::ReverseProxy;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let proxy = ReverseProxy::builder()
+///     .upstream("http://localhost:5173".parse()?)
+///     .build()?;
+/// let app: Router = Router::new().nest_service("/app", proxy);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// axum::serve(listener, app).await?;
+/// # Ok(()) }
+/// ```
+pub struct ReverseProxy<R = LocalhostResolver> {
+    shared: Arc<Shared<R>>,
+}
+
+impl<R> Clone for ReverseProxy<R> {
+    fn clone(&self) -> Self {
+        ReverseProxy {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<R> fmt::Debug for ReverseProxy<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReverseProxy")
+            .field("upstream", &self.shared.upstream)
+            .field("response_timeout", &self.shared.response_timeout)
+            .field("origin_check", &self.shared.origin_check)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared<R> {
+    client: Client<Connector<R>, RequestBody>,
+    upgrade_client: Client<Connector<R>, RequestBody>,
+    upstream: Option<Upstream>,
+    response_timeout: Option<Duration>,
+    origin_check: OriginCheck,
+    tunnel_idle_timeout: Option<Duration>,
+    tunnels: Arc<Tunnels>,
+}
+
+impl ReverseProxy {
+    /// A proxy with the default configuration (see [`Builder`]); targets come from
+    /// [`RouteLayer`](crate::route::RouteLayer).
+    pub fn new() -> Self {
+        Self::builder()
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// A builder for a proxy with the default [`Connector`].
+    pub fn builder() -> Builder {
+        Builder::new(Connector::builder())
+    }
+}
+
+impl Default for ReverseProxy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<R> ReverseProxy<R> {
+    /// How many upgraded connections (WebSockets) are open right now.
+    pub fn open_tunnels(&self) -> usize {
+        self.shared.tunnels.open()
+    }
+
+    /// Closes every open tunnel (both sides' connections are dropped) and every tunnel opened until
+    /// [`reopen_tunnels`](Self::reopen_tunnels): the clean shutdown path, to call when the server stops
+    /// accepting connections.
+    pub fn close_tunnels(&self) {
+        self.shared.tunnels.close_all();
+    }
+
+    /// Lets tunnels live again after [`close_tunnels`](Self::close_tunnels).
+    pub fn reopen_tunnels(&self) {
+        self.shared.tunnels.reopen();
+    }
+}
+
+/// Configures a [`ReverseProxy`].
+#[derive(Debug)]
+pub struct Builder<R = LocalhostResolver> {
+    connector: ConnectorBuilder<R>,
+    upstream: Option<Upstream>,
+    response_timeout: Option<Duration>,
+    pool_idle_timeout: Duration,
+    pool_max_idle_per_host: usize,
+    http2_prior_knowledge: bool,
+    origin_check: OriginCheck,
+    tunnel_idle_timeout: Option<Duration>,
+}
+
+impl<R> Builder<R> {
+    /// A builder opening connections with `connector`.
+    pub fn new(connector: ConnectorBuilder<R>) -> Self {
+        Builder {
+            connector,
+            upstream: None,
+            response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
+            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            pool_max_idle_per_host: 32,
+            http2_prior_knowledge: false,
+            origin_check: OriginCheck::default(),
+            tunnel_idle_timeout: None,
+        }
+    }
+
+    /// Replaces the connector configuration (resolver, timeouts, TLS roots).
+    pub fn connector<R2>(self, connector: ConnectorBuilder<R2>) -> Builder<R2> {
+        Builder {
+            connector,
+            upstream: self.upstream,
+            response_timeout: self.response_timeout,
+            pool_idle_timeout: self.pool_idle_timeout,
+            pool_max_idle_per_host: self.pool_max_idle_per_host,
+            http2_prior_knowledge: self.http2_prior_knowledge,
+            origin_check: self.origin_check,
+            tunnel_idle_timeout: self.tunnel_idle_timeout,
+        }
+    }
+
+    /// Changes the connector configuration in place, e.g. `.connect(|c| c.attempt_delay(d))`.
+    pub fn connect(mut self, f: impl FnOnce(ConnectorBuilder<R>) -> ConnectorBuilder<R>) -> Self {
+        self.connector = f(self.connector);
+        self
+    }
+
+    /// The upstream used when no [`Target`] is attached to a request; the request path is sent as it
+    /// came (joined under the upstream's base path).
+    pub fn upstream(mut self, upstream: Upstream) -> Self {
+        self.upstream = Some(upstream);
+        self
+    }
+
+    /// The TCP connect timeout (default 10 s); a timeout is answered 504.
+    pub fn connect_timeout(self, timeout: Duration) -> Self {
+        self.connect(|c| c.connect_timeout(timeout))
+    }
+
+    /// How long the upstream may take to send its response head, counted from the last progress of
+    /// the request body (default 60 s; `None` waits forever). Answered 504. There is no total
+    /// timeout: streams (SSE, downloads, WebSockets) last as long as they need.
+    pub fn response_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How long an idle pooled upstream connection is kept (default 4 s, below Node's 5 s
+    /// keep-alive).
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_idle_timeout = timeout;
+        self
+    }
+
+    /// The most idle connections kept per upstream (default 32).
+    pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
+        self.pool_max_idle_per_host = max;
+        self
+    }
+
+    /// Speak HTTP/2 to every upstream without negotiation (h2c prior knowledge for cleartext
+    /// upstreams that want it; TLS upstreams must then select `h2`). Upgrades still use HTTP/1.1.
+    pub fn http2_prior_knowledge(mut self, on: bool) -> Self {
+        self.http2_prior_knowledge = on;
+        self
+    }
+
+    /// Which Origins may open upgrades (default [`OriginCheck::SameOrigin`]).
+    pub fn websocket_origin(mut self, check: OriginCheck) -> Self {
+        self.origin_check = check;
+        self
+    }
+
+    /// Closes a tunnel when no byte moved either way for this long (default: never).
+    pub fn tunnel_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.tunnel_idle_timeout = timeout;
+        self
+    }
+
+    /// Builds the proxy.
+    ///
+    /// # Errors
+    /// When the connector configuration is invalid (e.g. a bad root certificate).
+    pub fn build(self) -> Result<ReverseProxy<R>, BuildError>
+    where
+        R: Clone,
+        Connector<R>: Connect + Clone + Send + Sync + 'static,
+    {
+        let connector = self.connector.build()?;
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
+        let upgrade_client = builder.build(connector.http1_only());
+        builder.http2_only(self.http2_prior_knowledge);
+        let client = builder.build(connector);
+        Ok(ReverseProxy {
+            shared: Arc::new(Shared {
+                client,
+                upgrade_client,
+                upstream: self.upstream,
+                response_timeout: self.response_timeout,
+                origin_check: self.origin_check,
+                tunnel_idle_timeout: self.tunnel_idle_timeout,
+                tunnels: Arc::new(Tunnels::new()),
+            }),
+        })
+    }
+}
+
+impl<R, B> Service<Request<B>> for ReverseProxy<R>
+where
+    R: Send + Sync + 'static,
+    Connector<R>: Connect + Clone + Send + Sync + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        ResponseFuture {
+            inner: Box::pin(self.shared.clone().proxy(req)),
+        }
+    }
+}
+
+/// The response future of [`ReverseProxy`].
+///
+/// One boxed future per request (hyper-util's pooled client boxes its own request future too);
+/// it never fails: errors are answers.
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx).map(Ok)
+    }
+}
+
+fn error_response(err: &ProxyError) -> Response<ProxyBody> {
+    crate::util::text_response(err.status(), err.to_string())
+}
+
+impl<R> Shared<R>
+where
+    Connector<R>: Connect + Clone + Send + Sync + 'static,
+{
+    async fn proxy<B>(self: Arc<Self>, mut req: Request<B>) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let start = Instant::now();
+        let target = match req.extensions_mut().remove::<Target>() {
+            Some(t) => t,
+            None => match &self.upstream {
+                Some(up) => up.target(
+                    req.uri()
+                        .path_and_query()
+                        .cloned()
+                        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+                ),
+                None => {
+                    tracing::error!(
+                        "request reached the proxy with no target and no fixed upstream"
+                    );
+                    return error_response(&ProxyError::NoTarget);
+                }
+            },
+        };
+        let (mut parts, body) = req.into_parts();
+        if let Err(e) = check_request(&parts) {
+            return error_response(&e);
+        }
+        let upgrade = is_upgrade_request(&parts);
+        let mut downstream_upgrade = None;
+        if upgrade {
+            if let Err(origin) = self.origin_check.check(&parts) {
+                tracing::warn!(upstream = %target.authority(), %origin, "upgrade refused: origin not allowed");
+                return error_response(&ProxyError::OriginRejected(origin));
+            }
+            match parts.extensions.remove::<OnUpgrade>() {
+                Some(on) => downstream_upgrade = Some(on),
+                None => {
+                    return error_response(&ProxyError::BadRequest(
+                        "this connection cannot be upgraded",
+                    ))
+                }
+            }
+        }
+
+        let span = tracing::info_span!(
+            "proxy",
+            method = %parts.method,
+            upstream = %target.authority(),
+            path = %target.path_and_query().path(),
+            upgrade,
+        );
+
+        // The head sent upstream.
+        let mut headers = std::mem::take(&mut parts.headers);
+        let upgrade_value = strip_hop_by_hop(&mut headers);
+        headers.remove(header::EXPECT);
+        join_cookies(&mut headers);
+        if !headers.contains_key(header::HOST) {
+            if let Some(a) = parts.uri.authority() {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    headers.insert(header::HOST, v);
+                }
+            }
+        }
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            if let Some(v) = upgrade_value {
+                headers.insert(header::UPGRADE, v);
+            }
+        }
+        let progress = (self.response_timeout.is_some() || !span.is_disabled())
+            .then(|| Arc::new(Progress::new()));
+        let mut out = Request::new(RequestBody::new(body, progress.clone()));
+        *out.method_mut() = parts.method;
+        *out.uri_mut() = target.uri();
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = headers;
+
+        let client = if upgrade {
+            &self.upgrade_client
+        } else {
+            &self.client
+        };
+        let sending = client.request(out);
+        let upstream_name = target.authority().as_str();
+        let result = match (self.response_timeout, &progress) {
+            (Some(limit), Some(progress)) => {
+                with_head_timeout(sending, limit, progress)
+                    .instrument(span.clone())
+                    .await
+            }
+            _ => Some(sending.instrument(span.clone()).await),
+        };
+        let mut res = match result {
+            None => {
+                let e = ProxyError::Timeout {
+                    upstream: upstream_name.to_owned(),
+                    after: self.response_timeout.unwrap_or_default(),
+                };
+                tracing::warn!(parent: &span, error = %e, "upstream timed out");
+                return error_response(&e);
+            }
+            Some(Err(e)) => {
+                let e = ProxyError::from_client(upstream_name, e);
+                tracing::warn!(parent: &span, error = %e, "proxy error");
+                return error_response(&e);
+            }
+            Some(Ok(res)) => res,
+        };
+
+        let status = res.status();
+        if let (Some(downstream), StatusCode::SWITCHING_PROTOCOLS) = (downstream_upgrade, status) {
+            let upstream_upgrade = hyper::upgrade::on(&mut res);
+            let (mut parts, _) = res.into_parts();
+            let upgrade_value = strip_hop_by_hop(&mut parts.headers);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            if let Some(v) = upgrade_value {
+                parts.headers.insert(header::UPGRADE, v);
+            }
+            tunnel::spawn(
+                downstream,
+                upstream_upgrade,
+                self.tunnel_idle_timeout,
+                self.tunnels.clone(),
+                span,
+            );
+            return Response::from_parts(parts, ProxyBody::empty());
+        }
+
+        let (mut parts, body) = res.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.version = Version::default();
+        let meter = (!span.is_disabled()).then(|| {
+            Box::new(Meter {
+                span,
+                start,
+                status: status.as_u16(),
+                bytes_up: progress
+                    .as_ref()
+                    .map(|p| p.bytes.clone())
+                    .unwrap_or_else(|| Arc::new(AtomicU64::new(0))),
+                bytes_down: 0,
+                outcome: "",
+            })
+        });
+        let mut body = ProxyBody::upstream(body, None);
+        body.set_meter(meter);
+        Response::from_parts(parts, body)
+    }
+}
+
+/// Waits for the response head, giving up when `limit` passes with no progress of the request body.
+async fn with_head_timeout<F, T>(fut: F, limit: Duration, progress: &Progress) -> Option<T>
+where
+    F: Future<Output = T>,
+{
+    tokio::pin!(fut);
+    loop {
+        let deadline = progress.last_activity() + limit;
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if progress.last_activity() + limit <= Instant::now() {
+                    return None;
+                }
+            }
+        }
+    }
+}

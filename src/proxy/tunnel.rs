@@ -1,0 +1,185 @@
+//! The byte splice after a `101 Switching Protocols`.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+
+/// Live tunnels of one proxy: a count and a shutdown signal.
+#[derive(Debug)]
+pub(crate) struct Tunnels {
+    open: AtomicUsize,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Tunnels {
+    pub(crate) fn new() -> Self {
+        Tunnels {
+            open: AtomicUsize::new(0),
+            shutdown: watch::channel(false).0,
+        }
+    }
+
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn close_all(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub(crate) fn reopen(&self) {
+        self.shutdown.send_replace(false);
+    }
+}
+
+struct OpenGuard(Arc<Tunnels>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Waits for both sides to finish their upgrade, then copies bytes both ways until both directions
+/// are closed, either side fails, the idle timeout passes, or the proxy closes its tunnels. Every
+/// I/O error ends this tunnel only.
+pub(crate) fn spawn(
+    downstream: OnUpgrade,
+    upstream: OnUpgrade,
+    idle_timeout: Option<Duration>,
+    tunnels: Arc<Tunnels>,
+    span: tracing::Span,
+) {
+    tunnels.open.fetch_add(1, Ordering::Relaxed);
+    let guard = OpenGuard(tunnels.clone());
+    let mut shutdown = tunnels.shutdown.subscribe();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let (down, up) = match tokio::try_join!(downstream, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(parent: &span, error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        let clock = Arc::new(Clock::new());
+        let mut down = Active::new(TokioIo::new(down), clock.clone());
+        let mut up = Active::new(TokioIo::new(up), clock.clone());
+        let start = Instant::now();
+        let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+        tokio::pin!(copy);
+        let idle = async {
+            match idle_timeout {
+                Some(limit) => loop {
+                    let since = clock.since_last();
+                    if since >= limit {
+                        return;
+                    }
+                    tokio::time::sleep(limit - since).await;
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let closed = async {
+            if *shutdown.borrow_and_update() {
+                return;
+            }
+            while shutdown.changed().await.is_ok() {
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let outcome = tokio::select! {
+            r = &mut copy => match r {
+                Ok((to_up, to_down)) => {
+                    tracing::info!(parent: &span, bytes_up = to_up, bytes_down = to_down,
+                        duration_ms = start.elapsed().as_millis() as u64, "tunnel closed");
+                    return;
+                }
+                Err(e) => format!("i/o error: {e}"),
+            },
+            _ = idle => "idle timeout".to_owned(),
+            _ = closed => "proxy shutting down".to_owned(),
+        };
+        tracing::info!(parent: &span, duration_ms = start.elapsed().as_millis() as u64,
+            reason = %outcome, "tunnel ended");
+    });
+}
+
+struct Clock {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn since_last(&self) -> Duration {
+        let last = self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Instant::now().saturating_duration_since(last)
+    }
+}
+
+/// An I/O object that records when bytes last moved, for the idle timeout.
+struct Active<T> {
+    io: T,
+    clock: Arc<Clock>,
+}
+
+impl<T> Active<T> {
+    fn new(io: T, clock: Arc<Clock>) -> Self {
+        Active { io, clock }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Active<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.clock.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
