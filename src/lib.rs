@@ -3,4 +3,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// Server-Sent Events passthrough: no buffering, no compression, optional heartbeat.
+pub mod sse;
+
 mod util;
