@@ -1,9 +1,10 @@
 //! Server-Sent Events passthrough: no buffering, no compression, optional idle heartbeat.
 //!
-//! [`SseLayer`] wraps any service (a reverse proxy, an API forwarder, a handler) and
-//! looks at each response's `Content-Type`. When its media type is `text/event-stream` (compared
-//! case-insensitively, parameters allowed, see [`is_event_stream`]), the response is made safe
-//! to relay through buffering intermediaries:
+//! [`SseLayer`](crate::sse::SseLayer) wraps any service (a reverse proxy, an API forwarder, a
+//! handler) and looks at each response's `Content-Type`. When its media type is
+//! `text/event-stream` (compared case-insensitively, parameters allowed, see
+//! [`is_event_stream`](crate::sse::is_event_stream)), the response is made safe to relay through
+//! buffering intermediaries:
 //!
 //! - `Content-Length` is removed; the body reports an unknown size, so it goes out chunked on
 //!   HTTP/1.1 and as open-ended DATA frames on HTTP/2.
@@ -18,10 +19,11 @@
 //!   untouched (and heartbeats are then off for that response: comments cannot be spliced into
 //!   a compressed stream).
 //! - Each upstream frame is handed on the moment it arrives: nothing is buffered, coalesced or
-//!   split ([`SseBody`]).
-//! - Optional heartbeat ([`SseLayerBuilder::heartbeat`], off by default): after that much
-//!   silence a comment frame `:\n\n` is sent, which browsers ignore but which keeps idle-timeout
-//!   intermediaries (often 60 s) from cutting the stream. It is only sent between events: if the
+//!   split ([`SseBody`](crate::sse::SseBody)).
+//! - Optional heartbeat
+//!   ([`SseLayerBuilder::heartbeat`](crate::sse::SseLayerBuilder::heartbeat), off by default):
+//!   after that much silence a comment frame `:\n\n` is sent, which browsers ignore but which
+//!   keeps idle-timeout intermediaries (often 60 s) from cutting the stream. It is only sent between events: if the
 //!   last bytes received did not end with a blank line (`\n\n`, `\r\n\r\n`, `\r\r`...), a comment
 //!   would land inside the event, so the heartbeat waits. The silence is counted from the
 //!   response head and restarted by every upstream frame and every heartbeat.
@@ -35,7 +37,8 @@
 //!
 //! The request is not touched: `Last-Event-ID`, which a reconnecting `EventSource` sends, reaches
 //! the upstream as the browser sent it. Responses of any other content type pass through
-//! unchanged, through a passthrough variant of [`SseBody`] that only forwards calls.
+//! unchanged, through a passthrough variant of [`SseBody`](crate::sse::SseBody) that only
+//! forwards calls.
 //!
 //! # With tower-http's `CompressionLayer`
 //!
@@ -78,7 +81,8 @@
 //! ```
 //!
 //! A custom predicate must keep refusing event streams: keep `NotForContentType::SSE` in the
-//! chain (with `CompressionLayer` outside `SseLayer`), or test with [`is_event_stream`], which
+//! chain (with `CompressionLayer` outside `SseLayer`), or test with
+//! [`is_event_stream`](crate::sse::is_event_stream), which
 //! also matches other spellings wherever the layers are:
 //!
 //! ```
