@@ -55,5 +55,7 @@
 pub mod connect;
 pub mod proxy;
 pub mod route;
+/// Server-Sent Events passthrough: no buffering, no compression, optional heartbeat.
+pub mod sse;
 
 mod util;
