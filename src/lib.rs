@@ -4,3 +4,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod util;
+
+/// CORS headers and preflights, safe behind a proxy.
+pub mod cors;
