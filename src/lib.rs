@@ -7,3 +7,9 @@ mod util;
 
 /// CORS headers and preflights, safe behind a proxy.
 pub mod cors;
+
+/// Host allowlist against DNS rebinding.
+pub mod host;
+
+/// Cross-origin isolation headers (COOP, COEP, CORP).
+pub mod isolation;

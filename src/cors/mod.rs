@@ -80,7 +80,7 @@
 mod builder;
 mod future;
 mod layer;
-mod origin;
+pub(crate) mod origin;
 mod policy;
 
 pub use builder::{CorsBuilder, CorsError};
