@@ -9,6 +9,7 @@ use http::{header, HeaderMap, HeaderValue, Response};
 use pin_project_lite::pin_project;
 
 use super::builder::{Config, CORS_RESPONSE_HEADERS};
+use crate::util::header_has_token;
 
 pin_project! {
     /// Response future of [`Cors`](super::Cors).
@@ -103,14 +104,9 @@ pub(crate) fn apply_actual(
 
 /// Appends `Origin` to `Vary` unless it (or `*`) is already there.
 pub(crate) fn add_vary_origin(headers: &mut HeaderMap) {
-    let present = headers.get_all(header::VARY).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .map(str::trim)
-                .any(|t| t == "*" || t.eq_ignore_ascii_case("origin"))
-        })
-    });
-    if !present {
+    if !header_has_token(headers, header::VARY, "origin")
+        && !header_has_token(headers, header::VARY, "*")
+    {
         headers.append(header::VARY, HeaderValue::from_static("origin"));
     }
 }

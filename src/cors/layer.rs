@@ -40,7 +40,7 @@ impl CorsLayer {
         }
     }
 
-    #[cfg(test)]
+    /// The configuration of a layer just built (not yet cloned).
     pub(crate) fn into_config(self) -> Config {
         Arc::try_unwrap(self.config).unwrap_or_else(|_| unreachable!("fresh layer"))
     }

@@ -2,7 +2,6 @@
 
 use std::net::Ipv4Addr;
 
-use http::request::Parts;
 use http::{header, HeaderMap, Uri};
 
 use crate::cors::origin::{normalize_host, split_host_port};
@@ -61,11 +60,6 @@ pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<String, Bad
         (None, Some(h)) => Ok(h),
         (None, None) => Err(BadHost::Missing),
     }
-}
-
-/// [`request_host`] on request parts.
-pub(crate) fn parts_host(parts: &Parts) -> Result<String, BadHost> {
-    request_host(&parts.uri, &parts.headers)
 }
 
 fn parse_authority(s: &str) -> Result<String, BadHost> {
@@ -167,7 +161,7 @@ mod tests {
             b = b.header(header::HOST, HeaderValue::from_str(h).unwrap());
         }
         let (parts, ()) = b.body(()).unwrap().into_parts();
-        parts_host(&parts)
+        request_host(&parts.uri, &parts.headers)
     }
 
     #[test]
