@@ -32,7 +32,11 @@ where
 }
 
 /// Whether a comma-separated header (such as `Connection`) lists `token`, case-insensitively.
-pub(crate) fn header_has_token(headers: &http::HeaderMap, name: header::HeaderName, token: &str) -> bool {
+pub(crate) fn header_has_token(
+    headers: &http::HeaderMap,
+    name: header::HeaderName,
+    token: &str,
+) -> bool {
     headers.get_all(name).iter().any(|v| {
         v.to_str()
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
@@ -58,7 +62,10 @@ mod tests {
     #[test]
     fn finds_tokens_in_comma_lists() {
         let mut h = http::HeaderMap::new();
-        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         assert!(header_has_token(&h, header::CONNECTION, "upgrade"));
         assert!(!header_has_token(&h, header::CONNECTION, "close"));
     }

@@ -71,11 +71,20 @@ struct Gateway {
 /// A gateway that requires a bearer token and forwards to the upstream; 502 when it is down.
 async fn forward(State(g): State<Gateway>, req: Request) -> Response {
     g.calls.fetch_add(1, Ordering::SeqCst);
-    if req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes) != Some(b"Bearer t0k") {
+    if req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"Bearer t0k")
+    {
         return (StatusCode::UNAUTHORIZED, "no token").into_response();
     }
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     parts.uri = format!("http://{}{}", g.upstream, path).parse().unwrap();
     parts.headers.remove(header::HOST);
     match g.client.request(Request::from_parts(parts, body)).await {
@@ -121,7 +130,11 @@ async fn send(req: http::Request<Body>) -> (StatusCode, HeaderMap, String) {
         .expect("timed out")
         .unwrap()
         .to_bytes();
-    (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 fn values(h: &HeaderMap, name: header::HeaderName) -> Vec<String> {
@@ -134,7 +147,11 @@ fn values(h: &HeaderMap, name: header::HeaderName) -> Vec<String> {
 fn vary_tokens(h: &HeaderMap) -> Vec<String> {
     values(h, header::VARY)
         .iter()
-        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .flat_map(|v| {
+            v.split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -145,7 +162,10 @@ async fn seed_preflight_is_answered_before_auth_and_proxying() {
     let req = http::Request::options(format!("http://{gw}/data"))
         .header(header::ORIGIN, APP)
         .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type")
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "authorization,content-type",
+        )
         .body(Body::empty())
         .unwrap();
     let (status, h, body) = send(req).await;
@@ -154,13 +174,24 @@ async fn seed_preflight_is_answered_before_auth_and_proxying() {
     assert_eq!(values(&h, header::ACCESS_CONTROL_ALLOW_ORIGIN), [APP]);
     assert_eq!(h[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
     assert_eq!(h[header::ACCESS_CONTROL_ALLOW_METHODS], "GET, POST, PUT");
-    assert_eq!(h[header::ACCESS_CONTROL_ALLOW_HEADERS], "authorization, content-type");
+    assert_eq!(
+        h[header::ACCESS_CONTROL_ALLOW_HEADERS],
+        "authorization, content-type"
+    );
     assert_eq!(h[header::ACCESS_CONTROL_MAX_AGE], "7200");
     let vary = vary_tokens(&h);
-    for t in ["origin", "access-control-request-method", "access-control-request-headers"] {
+    for t in [
+        "origin",
+        "access-control-request-method",
+        "access-control-request-headers",
+    ] {
         assert!(vary.contains(&t.to_owned()), "{vary:?}");
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "preflight reached the gateway");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "preflight reached the gateway"
+    );
 }
 
 #[tokio::test]
@@ -221,7 +252,10 @@ async fn upstream_acao_is_replaced_and_vary_merged() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "data");
     assert_eq!(values(&h, header::ACCESS_CONTROL_ALLOW_ORIGIN), [APP]);
-    assert_eq!(values(&h, header::ACCESS_CONTROL_ALLOW_CREDENTIALS), ["true"]);
+    assert_eq!(
+        values(&h, header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+        ["true"]
+    );
     assert_eq!(values(&h, header::ACCESS_CONTROL_EXPOSE_HEADERS), ["etag"]);
     let vary = vary_tokens(&h);
     assert_eq!(vary, ["accept-encoding", "origin"]);
@@ -235,7 +269,10 @@ async fn upstream_acao_is_replaced_and_vary_merged() {
         .unwrap();
     let (status, h, _) = send(req).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(h.keys().all(|k| !k.as_str().starts_with("access-control-")), "{h:?}");
+    assert!(
+        h.keys().all(|k| !k.as_str().starts_with("access-control-")),
+        "{h:?}"
+    );
     assert_eq!(vary_tokens(&h), ["accept-encoding", "origin"]);
 }
 
@@ -296,7 +333,10 @@ async fn private_network_preflight() {
     let (status, h, _) = send(req).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(h["access-control-allow-private-network"], "true");
-    assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
+    assert_eq!(
+        h[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://app.example.com"
+    );
 }
 
 #[tokio::test]
@@ -310,10 +350,17 @@ async fn tower_http_cors_leaks_the_upstream_wildcard_where_ours_does_not() {
         client: client(),
         calls: calls.clone(),
     };
-    let theirs = tower_http::cors::CorsLayer::new().allow_origin(
-        tower_http::cors::AllowOrigin::list(["https://app.example.com".parse().unwrap()]),
-    );
-    let gw = serve(Router::new().fallback(forward).with_state(state).layer(theirs)).await;
+    let theirs =
+        tower_http::cors::CorsLayer::new().allow_origin(tower_http::cors::AllowOrigin::list([
+            "https://app.example.com".parse().unwrap(),
+        ]));
+    let gw = serve(
+        Router::new()
+            .fallback(forward)
+            .with_state(state)
+            .layer(theirs),
+    )
+    .await;
     let req = http::Request::get(format!("http://{gw}/data"))
         .header(header::ORIGIN, "https://evil.example")
         .header(header::AUTHORIZATION, "Bearer t0k")
@@ -325,5 +372,9 @@ async fn tower_http_cors_leaks_the_upstream_wildcard_where_ours_does_not() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(send(req).await.0, StatusCode::OK);
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "tower-http answered the plain OPTIONS");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "tower-http answered the plain OPTIONS"
+    );
 }

@@ -158,9 +158,8 @@ impl CorsBuilder {
             ExposeKind::None => None,
         };
         let max_age = self.max_age.map(|d| HeaderValue::from(d.as_secs()));
-        let mut preflight_vary = String::from(
-            "origin, access-control-request-method, access-control-request-headers",
-        );
+        let mut preflight_vary =
+            String::from("origin, access-control-request-method, access-control-request-headers");
         if self.private_network {
             preflight_vary.push_str(", access-control-request-private-network");
         }
@@ -418,7 +417,10 @@ mod tests {
             .preflight(&parts(&[
                 ("origin", APP),
                 ("access-control-request-method", "POST"),
-                ("access-control-request-headers", "authorization,content-type"),
+                (
+                    "access-control-request-headers",
+                    "authorization,content-type",
+                ),
             ]))
             .unwrap();
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], APP);
@@ -433,16 +435,24 @@ mod tests {
 
     #[test]
     fn disallowed_origin_method_or_header_is_refused_with_a_reason() {
-        let c = cfg(wc().allow_methods([Method::PUT]).allow_headers([header::CONTENT_TYPE]));
+        let c = cfg(wc()
+            .allow_methods([Method::PUT])
+            .allow_headers([header::CONTENT_TYPE]));
         let e = c
             .preflight(&parts(&[
                 ("origin", "https://evil-webcontainer-api.io"),
                 ("access-control-request-method", "PUT"),
             ]))
             .unwrap_err();
-        assert!(e.contains("origin \"https://evil-webcontainer-api.io\" is not allowed"), "{e}");
+        assert!(
+            e.contains("origin \"https://evil-webcontainer-api.io\" is not allowed"),
+            "{e}"
+        );
         let e = c
-            .preflight(&parts(&[("origin", APP), ("access-control-request-method", "DELETE")]))
+            .preflight(&parts(&[
+                ("origin", APP),
+                ("access-control-request-method", "DELETE"),
+            ]))
             .unwrap_err();
         assert!(e.contains("method DELETE"), "{e}");
         let e = c
@@ -455,7 +465,10 @@ mod tests {
         assert!(e.contains("request header x-secret"), "{e}");
         // Methods are case-sensitive, as in the browser's own check.
         assert!(c
-            .preflight(&parts(&[("origin", APP), ("access-control-request-method", "put")]))
+            .preflight(&parts(&[
+                ("origin", APP),
+                ("access-control-request-method", "put")
+            ]))
             .is_err());
     }
 
@@ -464,7 +477,10 @@ mod tests {
         let c = cfg(wc());
         for m in ["GET", "HEAD", "POST"] {
             let h = c
-                .preflight(&parts(&[("origin", APP), ("access-control-request-method", m)]))
+                .preflight(&parts(&[
+                    ("origin", APP),
+                    ("access-control-request-method", m),
+                ]))
                 .unwrap();
             assert!(h.get(header::ACCESS_CONTROL_ALLOW_METHODS).is_none());
         }
@@ -513,16 +529,28 @@ mod tests {
     #[test]
     fn null_origin_only_when_asked() {
         let p = parts(&[("origin", "null"), ("access-control-request-method", "GET")]);
-        for o in [AllowOrigin::any(), AllowOrigin::mirror_request(), AllowOrigin::predicate(|_, _| true)] {
+        for o in [
+            AllowOrigin::any(),
+            AllowOrigin::mirror_request(),
+            AllowOrigin::predicate(|_, _| true),
+        ] {
             let c = cfg(CorsBuilder::default().allow_origin(o.clone()));
             assert!(c.preflight(&p).is_err(), "{o:?}");
         }
         let c = cfg(CorsBuilder::default()
             .allow_origin(AllowOrigin::list(["https://a.example"]))
             .allow_null_origin(true));
-        assert_eq!(c.preflight(&p).unwrap()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "null");
-        let c = cfg(CorsBuilder::default().allow_origin(AllowOrigin::any()).allow_null_origin(true));
-        assert_eq!(c.preflight(&p).unwrap()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert_eq!(
+            c.preflight(&p).unwrap()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "null"
+        );
+        let c = cfg(CorsBuilder::default()
+            .allow_origin(AllowOrigin::any())
+            .allow_null_origin(true));
+        assert_eq!(
+            c.preflight(&p).unwrap()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "*"
+        );
     }
 
     #[test]
@@ -543,12 +571,23 @@ mod tests {
             ("access-control-request-method", "GET"),
             ("access-control-request-private-network", "true"),
         ]);
-        assert!(cfg(wc()).preflight(&p).unwrap_err().contains("private network"));
+        assert!(cfg(wc())
+            .preflight(&p)
+            .unwrap_err()
+            .contains("private network"));
         let c = cfg(wc().allow_private_network(true));
         assert_eq!(c.preflight(&p).unwrap()[ALLOW_PRIVATE_NETWORK], "true");
-        assert!(c.preflight_vary.to_str().unwrap().ends_with("request-private-network"));
+        assert!(c
+            .preflight_vary
+            .to_str()
+            .unwrap()
+            .ends_with("request-private-network"));
         let p = parts(&[("origin", APP), ("access-control-request-method", "GET")]);
-        assert!(c.preflight(&p).unwrap().get(ALLOW_PRIVATE_NETWORK).is_none());
+        assert!(c
+            .preflight(&p)
+            .unwrap()
+            .get(ALLOW_PRIVATE_NETWORK)
+            .is_none());
     }
 
     #[test]
@@ -557,13 +596,19 @@ mod tests {
         for b in [
             creds().allow_origin(AllowOrigin::any()),
             creds().allow_origin(AllowOrigin::mirror_request()),
-            wc().allow_credentials(true).allow_methods(AllowMethods::any()),
-            wc().allow_credentials(true).allow_headers(AllowHeaders::any()),
+            wc().allow_credentials(true)
+                .allow_methods(AllowMethods::any()),
+            wc().allow_credentials(true)
+                .allow_headers(AllowHeaders::any()),
             wc().allow_credentials(true)
                 .allow_headers(AllowHeaders::any_and([header::AUTHORIZATION])),
-            wc().allow_credentials(true).expose_headers(ExposeHeaders::any()),
+            wc().allow_credentials(true)
+                .expose_headers(ExposeHeaders::any()),
         ] {
-            assert!(matches!(b.build(), Err(CorsError::CredentialsWithWildcard { .. })));
+            assert!(matches!(
+                b.build(),
+                Err(CorsError::CredentialsWithWildcard { .. })
+            ));
         }
         assert!(wc().allow_credentials(true).build().is_ok());
     }
@@ -574,17 +619,27 @@ mod tests {
             .allow_origin(AllowOrigin::list(["https://ok.example", "https://*.com"]))
             .build()
             .unwrap_err();
-        assert!(matches!(e, CorsError::InvalidOrigin { ref origin, .. } if origin == "https://*.com"));
+        assert!(
+            matches!(e, CorsError::InvalidOrigin { ref origin, .. } if origin == "https://*.com")
+        );
     }
 
     #[test]
     fn predicate_sees_origin_and_request() {
-        let c = cfg(CorsBuilder::default().allow_origin(AllowOrigin::predicate(|o, p| {
-            o.as_bytes().ends_with(b".example") && p.uri.path().starts_with("/api")
-        })));
-        let p = parts(&[("origin", "https://a.example"), ("access-control-request-method", "GET")]);
+        let c = cfg(
+            CorsBuilder::default().allow_origin(AllowOrigin::predicate(|o, p| {
+                o.as_bytes().ends_with(b".example") && p.uri.path().starts_with("/api")
+            })),
+        );
+        let p = parts(&[
+            ("origin", "https://a.example"),
+            ("access-control-request-method", "GET"),
+        ]);
         assert!(c.preflight(&p).is_ok());
-        let p = parts(&[("origin", "https://a.other"), ("access-control-request-method", "GET")]);
+        let p = parts(&[
+            ("origin", "https://a.other"),
+            ("access-control-request-method", "GET"),
+        ]);
         assert!(c.preflight(&p).is_err());
     }
 }

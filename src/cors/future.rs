@@ -129,17 +129,36 @@ mod tests {
     #[test]
     fn upstream_cors_headers_are_replaced() {
         let mut h = HeaderMap::new();
-        h.append(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.append(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
         h.append(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             HeaderValue::from_static("https://other.example"),
         );
-        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("x-secret"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("false"));
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("999"));
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-secret"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("false"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("999"),
+        );
         h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-        apply_actual(&mut h, &config(), Some(HeaderValue::from_static("https://app.example")));
-        let acao: Vec<_> = h.get_all(header::ACCESS_CONTROL_ALLOW_ORIGIN).iter().collect();
+        apply_actual(
+            &mut h,
+            &config(),
+            Some(HeaderValue::from_static("https://app.example")),
+        );
+        let acao: Vec<_> = h
+            .get_all(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .iter()
+            .collect();
         assert_eq!(acao, ["https://app.example"]);
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
         assert_eq!(h[header::ACCESS_CONTROL_EXPOSE_HEADERS], "etag");
@@ -151,7 +170,10 @@ mod tests {
     #[test]
     fn disallowed_origin_gets_no_cors_headers_even_from_upstream() {
         let mut h = HeaderMap::new();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
         h.insert(
             header::HeaderName::from_static("access-control-allow-private-network"),
             HeaderValue::from_static("true"),

@@ -142,7 +142,9 @@ impl OriginPattern {
             return Err(bad("use AllowOrigin::any() to allow every origin"));
         }
         if spec_trim.eq_ignore_ascii_case("null") {
-            return Err(bad("use allow_null_origin(true) to allow the `null` origin"));
+            return Err(bad(
+                "use allow_null_origin(true) to allow the `null` origin",
+            ));
         }
         if !spec_trim.is_ascii() {
             return Err(bad(
@@ -160,7 +162,9 @@ impl OriginPattern {
             None => (false, rest),
         };
         if rest.contains('*') {
-            return Err(bad("`*` is only allowed as the whole first label (`*.example.com`)"));
+            return Err(bad(
+                "`*` is only allowed as the whole first label (`*.example.com`)",
+            ));
         }
         let origin = Origin::parse(&format!("{scheme}://{rest}"))
             .ok_or_else(|| bad("expected scheme://host[:port] with a valid host and port"))?;
@@ -169,7 +173,9 @@ impl OriginPattern {
                 return Err(bad("a subdomain pattern needs a DNS name suffix"));
             }
             if !origin.host.contains('.') && origin.host != "localhost" {
-                return Err(bad("pattern too broad: the suffix must have at least two labels"));
+                return Err(bad(
+                    "pattern too broad: the suffix must have at least two labels",
+                ));
             }
         }
         Ok(OriginPattern { origin, subdomains })
@@ -405,13 +411,20 @@ mod tests {
             "https://example.com:99999",
             "https://",
         ] {
-            assert!(OriginPattern::parse(bad).is_err(), "{bad} should be refused");
+            assert!(
+                OriginPattern::parse(bad).is_err(),
+                "{bad} should be refused"
+            );
         }
     }
 
     #[test]
     fn display_round_trips() {
-        for s in ["https://*.webcontainer-api.io", "http://localhost:5173", "http://[::1]:80"] {
+        for s in [
+            "https://*.webcontainer-api.io",
+            "http://localhost:5173",
+            "http://[::1]:80",
+        ] {
             let pat = p(s);
             assert_eq!(p(&pat.to_string()), pat);
         }

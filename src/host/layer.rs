@@ -64,9 +64,9 @@ impl HostAllowlistBuilder {
         Ok(HostAllowlistLayer {
             config: Arc::new(Config {
                 allowed,
-                hint: self
-                    .hint
-                    .unwrap_or_else(|| "allow it with HostAllowlistBuilder::allow(\"{host}\")".into()),
+                hint: self.hint.unwrap_or_else(|| {
+                    "allow it with HostAllowlistBuilder::allow(\"{host}\")".into()
+                }),
             }),
         })
     }
@@ -115,7 +115,12 @@ impl HostAllowlistLayer {
 
 impl std::fmt::Debug for HostAllowlistLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<String> = self.config.allowed.iter().map(ToString::to_string).collect();
+        let names: Vec<String> = self
+            .config
+            .allowed
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         f.debug_struct("HostAllowlistLayer")
             .field("allowed", &names)
             .finish()
@@ -175,7 +180,9 @@ where
                     ),
                 ))
             }
-            Err(bad) => ResponseFuture::ready(text_response(StatusCode::BAD_REQUEST, bad.message())),
+            Err(bad) => {
+                ResponseFuture::ready(text_response(StatusCode::BAD_REQUEST, bad.message()))
+            }
         }
     }
 }

@@ -107,14 +107,18 @@ impl AllowedHost {
             return Err(bad("non-ASCII name; write the punycode (xn--) form"));
         }
         if s.contains("://") || s.contains('/') || s.contains('@') {
-            return Err(bad("give a host name only, without scheme, path or userinfo"));
+            return Err(bad(
+                "give a host name only, without scheme, path or userinfo",
+            ));
         }
         let (subdomains, rest) = match s.strip_prefix("*.") {
             Some(r) => (true, r),
             None => (false, s),
         };
         if rest.contains('*') {
-            return Err(bad("`*` is only allowed as the whole first label (`*.example.com`)"));
+            return Err(bad(
+                "`*` is only allowed as the whole first label (`*.example.com`)",
+            ));
         }
         let (host, port) = split_host_port(rest).ok_or_else(|| bad("not a host name"))?;
         if port.is_some() {
@@ -167,23 +171,56 @@ mod tests {
     #[test]
     fn host_comes_from_header_or_authority() {
         assert_eq!(host_of("/", &["Example.COM.:8080"]).unwrap(), "example.com");
-        assert_eq!(host_of("https://example.com/x", &[]).unwrap(), "example.com");
-        assert_eq!(host_of("https://example.com/x", &["EXAMPLE.com"]).unwrap(), "example.com");
+        assert_eq!(
+            host_of("https://example.com/x", &[]).unwrap(),
+            "example.com"
+        );
+        assert_eq!(
+            host_of("https://example.com/x", &["EXAMPLE.com"]).unwrap(),
+            "example.com"
+        );
         assert_eq!(host_of("/", &["[::1]:3000"]).unwrap(), "[::1]");
         assert_eq!(host_of("/", &[]), Err(BadHost::Missing));
-        assert_eq!(host_of("/", &["a.example", "a.example"]), Err(BadHost::Several));
-        assert_eq!(host_of("https://a.example/", &["b.example"]), Err(BadHost::Disagree));
-        for bad in ["", "a b", "user@a.example", "a.example:99999", "a.example:x", "[::1", "a..b", ":80"] {
+        assert_eq!(
+            host_of("/", &["a.example", "a.example"]),
+            Err(BadHost::Several)
+        );
+        assert_eq!(
+            host_of("https://a.example/", &["b.example"]),
+            Err(BadHost::Disagree)
+        );
+        for bad in [
+            "",
+            "a b",
+            "user@a.example",
+            "a.example:99999",
+            "a.example:x",
+            "[::1",
+            "a..b",
+            ":80",
+        ] {
             assert_eq!(host_of("/", &[bad]), Err(BadHost::Invalid), "{bad:?}");
         }
     }
 
     #[test]
     fn loopback_names() {
-        for h in ["localhost", "app.localhost", "127.0.0.1", "127.1.2.3", "[::1]"] {
+        for h in [
+            "localhost",
+            "app.localhost",
+            "127.0.0.1",
+            "127.1.2.3",
+            "[::1]",
+        ] {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in ["localhost.evil.com", "evil-localhost", "128.0.0.1", "[::2]", "0.0.0.0"] {
+        for h in [
+            "localhost.evil.com",
+            "evil-localhost",
+            "128.0.0.1",
+            "[::2]",
+            "0.0.0.0",
+        ] {
             assert!(!is_loopback_host(h), "{h}");
         }
     }
@@ -199,10 +236,23 @@ mod tests {
         assert!(!w.matches("preview.example.com"));
         assert!(!w.matches("evil-preview.example.com"));
         assert!(!w.matches("x.preview.example.com.evil.io"));
-        assert!(AllowedHost::parse("192.168.1.5").unwrap().matches("192.168.1.5"));
+        assert!(AllowedHost::parse("192.168.1.5")
+            .unwrap()
+            .matches("192.168.1.5"));
         assert!(AllowedHost::parse("[::1]").is_ok());
-        for bad in ["*", "all", ".example.com", "*.com", "a.*.example.com", "example.com:8080",
-                    "https://example.com", "bücher.example", "a b", "*.10.0.0.1", ""] {
+        for bad in [
+            "*",
+            "all",
+            ".example.com",
+            "*.com",
+            "a.*.example.com",
+            "example.com:8080",
+            "https://example.com",
+            "bücher.example",
+            "a b",
+            "*.10.0.0.1",
+            "",
+        ] {
             assert!(AllowedHost::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -108,12 +108,22 @@ impl IsolationLayer {
 
     /// The embedder policy.
     pub fn coep(self, coep: Coep) -> Self {
-        Self::with(coep, self.corp, self.trust_forwarded_proto, self.warn_insecure)
+        Self::with(
+            coep,
+            self.corp,
+            self.trust_forwarded_proto,
+            self.warn_insecure,
+        )
     }
 
     /// Also sets `Cross-Origin-Resource-Policy`.
     pub fn corp(self, corp: Corp) -> Self {
-        Self::with(self.coep, Some(corp), self.trust_forwarded_proto, self.warn_insecure)
+        Self::with(
+            self.coep,
+            Some(corp),
+            self.trust_forwarded_proto,
+            self.warn_insecure,
+        )
     }
 
     /// Believe `X-Forwarded-Proto` / `Forwarded: proto=` when judging whether a request came over

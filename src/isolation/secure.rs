@@ -37,7 +37,10 @@ pub fn is_secure_context_behind_proxy(parts: &Parts) -> bool {
 }
 
 pub(crate) fn secure(uri: &Uri, headers: &HeaderMap, trust_forwarded: bool) -> bool {
-    if uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("https")) {
+    if uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+    {
         return true;
     }
     if trust_forwarded && forwarded_https(headers) {
@@ -84,10 +87,22 @@ mod tests {
     #[test]
     fn https_and_loopback_are_secure() {
         assert!(is_secure_context(&parts("https://ide.example.com/", &[])));
-        for h in ["localhost", "localhost:3000", "x.localhost", "127.0.0.1:80", "127.9.9.9", "[::1]:1"] {
+        for h in [
+            "localhost",
+            "localhost:3000",
+            "x.localhost",
+            "127.0.0.1:80",
+            "127.9.9.9",
+            "[::1]:1",
+        ] {
             assert!(is_secure_context(&parts("/", &[("host", h)])), "{h}");
         }
-        for h in ["ide.example.com", "10.0.0.5:8080", "[::2]", "localhost.evil.example"] {
+        for h in [
+            "ide.example.com",
+            "10.0.0.5:8080",
+            "[::2]",
+            "localhost.evil.example",
+        ] {
             assert!(!is_secure_context(&parts("/", &[("host", h)])), "{h}");
         }
         assert!(!is_secure_context(&parts("/", &[])));
@@ -96,17 +111,35 @@ mod tests {
 
     #[test]
     fn forwarded_proto_only_when_trusted() {
-        let p = parts("/", &[("host", "ide.example.com"), ("x-forwarded-proto", "https")]);
+        let p = parts(
+            "/",
+            &[("host", "ide.example.com"), ("x-forwarded-proto", "https")],
+        );
         assert!(!is_secure_context(&p));
         assert!(is_secure_context_behind_proxy(&p));
-        let p = parts("/", &[("host", "ide.example.com"), ("x-forwarded-proto", "http, https")]);
+        let p = parts(
+            "/",
+            &[
+                ("host", "ide.example.com"),
+                ("x-forwarded-proto", "http, https"),
+            ],
+        );
         assert!(!is_secure_context_behind_proxy(&p));
         let p = parts(
             "/",
-            &[("host", "ide.example.com"), ("forwarded", "for=1.2.3.4;Proto=\"HTTPS\", proto=http")],
+            &[
+                ("host", "ide.example.com"),
+                ("forwarded", "for=1.2.3.4;Proto=\"HTTPS\", proto=http"),
+            ],
         );
         assert!(is_secure_context_behind_proxy(&p));
-        let p = parts("/", &[("host", "ide.example.com"), ("forwarded", "proto=http, proto=https")]);
+        let p = parts(
+            "/",
+            &[
+                ("host", "ide.example.com"),
+                ("forwarded", "proto=http, proto=https"),
+            ],
+        );
         assert!(!is_secure_context_behind_proxy(&p));
     }
 }
