@@ -76,6 +76,13 @@
 //! # let _ = cors;
 //! # Ok::<(), sandbox_gateway::cors::CorsError>(())
 //! ```
+//!
+//! [`AllowHeaders::any_and`]: crate::cors::AllowHeaders::any_and
+//! [`AllowOrigin::any`]: crate::cors::AllowOrigin::any
+//! [`CorsBuilder::allow_null_origin`]: crate::cors::CorsBuilder::allow_null_origin
+//! [`CorsBuilder::build`]: crate::cors::CorsBuilder::build
+//! [`CorsLayer`]: crate::cors::CorsLayer
+//! [`OriginPattern`]: crate::cors::OriginPattern
 
 mod builder;
 mod future;

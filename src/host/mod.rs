@@ -35,6 +35,8 @@
 //! assert!(!hosts.allows("evil.example"));
 //! # Ok::<(), sandbox_gateway::host::HostError>(())
 //! ```
+//!
+//! [`HostAllowlistLayer`]: crate::host::HostAllowlistLayer
 
 mod future;
 mod layer;

@@ -39,6 +39,12 @@
 //!     .trust_forwarded_proto(true);
 //! # let _ = isolation;
 //! ```
+//!
+//! [`Coep::RequireCorp`]: crate::isolation::Coep::RequireCorp
+//! [`Corp::CrossOrigin`]: crate::isolation::Corp::CrossOrigin
+//! [`IsolationLayer`]: crate::isolation::IsolationLayer
+//! [`IsolationLayer::warn_insecure_context`]: crate::isolation::IsolationLayer::warn_insecure_context
+//! [`is_secure_context`]: crate::isolation::is_secure_context
 
 mod future;
 mod layer;
