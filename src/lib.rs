@@ -59,3 +59,12 @@ pub mod route;
 pub mod sse;
 
 mod util;
+
+/// CORS headers and preflights, safe behind a proxy.
+pub mod cors;
+
+/// Host allowlist against DNS rebinding.
+pub mod host;
+
+/// Cross-origin isolation headers (COOP, COEP, CORP).
+pub mod isolation;
