@@ -1,0 +1,151 @@
+//! The whole stack on an embedded demo sandbox.
+//!
+//! ```text
+//! cargo run --example gateway -- [--listen ADDR] [--demo-port P] [--allow-port Q]...
+//! ```
+//!
+//! Starts a demo dev server bound to `[::1]:P` only (as Vite binds `localhost` on modern Node) and
+//! a gateway on ADDR (default `127.0.0.1:8080`) that proxies `/proxy/{P}/…` to it through
+//! `localhost:{P}`: both loopbacks are raced, so the IPv6-only server is found without `--host`.
+//! `--allow-port` adds ports that `/proxy/{port}/` may reach besides the demo's. The runtime honours
+//! `TOKIO_WORKER_THREADS`.
+
+mod demo;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use axum::response::Html;
+use axum::routing::get;
+use axum::Router;
+use sandbox_gateway::proxy::ReverseProxy;
+use sandbox_gateway::route::{PathMount, RouteLayer};
+use sandbox_gateway::sse::SseLayer;
+use tower::ServiceBuilder;
+
+struct Args {
+    listen: SocketAddr,
+    demo_port: u16,
+    allow_ports: Vec<u16>,
+}
+
+const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-port Q]...";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        listen: "127.0.0.1:8080".parse().expect("valid default"),
+        demo_port: 5173,
+        allow_ports: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match flag.as_str() {
+            "--listen" => {
+                let v = value("--listen")?;
+                args.listen = v.parse().map_err(|_| format!("--listen: `{v}` is not an address like 127.0.0.1:8080"))?;
+            }
+            "--demo-port" => {
+                let v = value("--demo-port")?;
+                args.demo_port = v.parse().map_err(|_| format!("--demo-port: `{v}` is not a port"))?;
+            }
+            "--allow-port" => {
+                let v = value("--allow-port")?;
+                args.allow_ports.push(v.parse().map_err(|_| format!("--allow-port: `{v}` is not a port"))?);
+            }
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,hyper_util=warn".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let demo = demo::start(args.demo_port)
+        .await
+        .map_err(|e| format!("cannot start the demo sandbox on [::1]:{}: {e}", args.demo_port))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let gw = listener.local_addr()?;
+    let port = demo.port();
+
+    let mut ports = args.allow_ports.clone();
+    ports.push(port);
+    let proxy = ReverseProxy::new();
+    let previews = ServiceBuilder::new()
+        .layer(SseLayer::new())
+        .layer(RouteLayer::new(PathMount::strip("/proxy").allow_ports(ports.iter().copied())))
+        .service(proxy.clone());
+
+    let index = index_page(port);
+    let app = Router::new()
+        .route("/", get(move || async move { Html(index) }))
+        .fallback_service(previews);
+
+    println!("demo sandbox (dev server) on http://{demo} (IPv6 loopback only)");
+    println!("gateway on http://{gw}\n");
+    println!("try:");
+    for (path, what) in links(port) {
+        println!("  http://{gw}{path:<28} {what}");
+    }
+    println!("\nports reachable through /proxy/{{port}}/: {ports:?}");
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            proxy.close_tunnels();
+        })
+        .await?;
+    Ok(())
+}
+
+fn links(port: u16) -> Vec<(String, &'static str)> {
+    vec![
+        (format!("/proxy/{port}/"), "the demo page (WebSocket + EventSource through the gateway)"),
+        (format!("/proxy/{port}/echo-headers"), "the headers the sandbox received"),
+        (format!("/proxy/{port}/events"), "an SSE stream, unbuffered"),
+        (format!("/proxy/{port}/ws"), "a WebSocket echo (ws://)"),
+        (format!("/proxy/{port}/redirect"), "a redirect with a root-relative Location"),
+        (format!("/proxy/{port}/cookie"), "a Set-Cookie with Path=/"),
+    ]
+}
+
+fn index_page(port: u16) -> String {
+    let items: String = links(port)
+        .into_iter()
+        .map(|(path, what)| format!("<li><a href=\"{path}\">{path}</a> — {what}</li>\n"))
+        .collect();
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sandbox-gateway</title></head>\
+         <body><h1>sandbox-gateway demo</h1><p>A demo dev server listens on <code>[::1]:{port}</code> only; \
+         the gateway reaches it through <code>localhost:{port}</code>.</p><ul>\n{items}</ul></body></html>"
+    )
+}
