@@ -68,3 +68,7 @@ pub mod host;
 
 /// Cross-origin isolation headers (COOP, COEP, CORP).
 pub mod isolation;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

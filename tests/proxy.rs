@@ -32,8 +32,18 @@ async fn methods_and_bodies_sized_and_chunked() {
     let up = echo_upstream("127.0.0.1:0").await;
     let gw = serve(fixed(up)).await;
     let c = client();
-    for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
-        let body = if method == Method::GET { "" } else { "hello body" };
+    for method in [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+    ] {
+        let body = if method == Method::GET {
+            ""
+        } else {
+            "hello body"
+        };
         let req = Request::builder()
             .method(method.clone())
             .uri(format!("http://{gw}/items/1?x=y"))
@@ -108,7 +118,10 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
         "trailer",
         "upgrade",
     ] {
-        assert!(!seen.contains(&gone), "{gone} reached the upstream: {seen:?}");
+        assert!(
+            !seen.contains(&gone),
+            "{gone} reached the upstream: {seen:?}"
+        );
     }
 }
 
@@ -146,9 +159,12 @@ async fn upstream_cut_mid_body_is_cut_downstream() {
     ] {
         let up = breaking_upstream(head, part).await;
         let gw = serve(fixed(up)).await;
-        let res = within(10, client().request(Request::get(format!("http://{gw}/")).body(empty()).unwrap()))
-            .await
-            .unwrap();
+        let res = within(
+            10,
+            client().request(Request::get(format!("http://{gw}/")).body(empty()).unwrap()),
+        )
+        .await
+        .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let collected = within(10, res.into_body().collect()).await;
         assert!(
@@ -162,9 +178,12 @@ async fn upstream_cut_mid_body_is_cut_downstream() {
 async fn upstream_down_is_502_naming_it() {
     let dead = closed_port_addr().await;
     let gw = serve(fixed(dead)).await;
-    let res = within(10, client().request(Request::get(format!("http://{gw}/")).body(empty()).unwrap()))
-        .await
-        .unwrap();
+    let res = within(
+        10,
+        client().request(Request::get(format!("http://{gw}/")).body(empty()).unwrap()),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
     let msg = text(res).await;
@@ -180,9 +199,12 @@ async fn localhost_upstream_down_names_both_addresses_tried() {
         .build()
         .unwrap();
     let gw = serve(proxy).await;
-    let res = within(10, client().request(Request::get(format!("http://{gw}/")).body(empty()).unwrap()))
-        .await
-        .unwrap();
+    let res = within(
+        10,
+        client().request(Request::get(format!("http://{gw}/")).body(empty()).unwrap()),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
     let msg = text(res).await;
     assert!(msg.contains(&format!("[::1]:{port}")), "{msg}");
@@ -206,9 +228,12 @@ async fn silent_upstream_is_504_within_the_timeout() {
         .unwrap();
     let gw = serve(proxy).await;
     let start = Instant::now();
-    let res = within(10, client().request(Request::get(format!("http://{gw}/")).body(empty()).unwrap()))
-        .await
-        .unwrap();
+    let res = within(
+        10,
+        client().request(Request::get(format!("http://{gw}/")).body(empty()).unwrap()),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(start.elapsed() < Duration::from_secs(5));
     assert!(text(res).await.contains("sent no response"));
@@ -219,9 +244,12 @@ async fn silent_upstream_is_504_within_the_timeout() {
 async fn malformed_upstream_response_is_502() {
     let up = breaking_upstream("this is not http\r\n\r\n", b"").await;
     let gw = serve(fixed(up)).await;
-    let res = within(10, client().request(Request::get(format!("http://{gw}/")).body(empty()).unwrap()))
-        .await
-        .unwrap();
+    let res = within(
+        10,
+        client().request(Request::get(format!("http://{gw}/")).body(empty()).unwrap()),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
     assert!(text(res).await.contains("malformed"));
 }
@@ -229,9 +257,12 @@ async fn malformed_upstream_response_is_502() {
 #[tokio::test]
 async fn no_target_is_500_not_a_default_address() {
     let gw = serve(ReverseProxy::new()).await;
-    let res = within(10, client().request(Request::get(format!("http://{gw}/")).body(empty()).unwrap()))
-        .await
-        .unwrap();
+    let res = within(
+        10,
+        client().request(Request::get(format!("http://{gw}/")).body(empty()).unwrap()),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(text(res).await.contains("no upstream target"));
 }
@@ -254,7 +285,9 @@ async fn path_traversal_is_400_and_ports_are_denied_by_default() {
     let up = echo_upstream("127.0.0.1:0").await;
     let svc = ServiceBuilder::new()
         .layer(RouteLayer::new(
-            PathMount::strip("/proxy").upstream_host("127.0.0.1").allow_port(up.port()),
+            PathMount::strip("/proxy")
+                .upstream_host("127.0.0.1")
+                .allow_port(up.port()),
         ))
         .service(ReverseProxy::new());
     let gw = serve(svc).await;
@@ -275,7 +308,11 @@ async fn path_traversal_is_400_and_ports_are_denied_by_default() {
     assert!(status.contains(" 403 "), "{status}");
     let status = raw_status(gw, &format!("GET /proxy/{p} HTTP/1.1\r\nhost: x\r\n\r\n")).await;
     assert!(status.contains(" 308 "), "{status}");
-    let status = raw_status(gw, &format!("GET /proxy/{p}/ok HTTP/1.1\r\nhost: x\r\n\r\n")).await;
+    let status = raw_status(
+        gw,
+        &format!("GET /proxy/{p}/ok HTTP/1.1\r\nhost: x\r\n\r\n"),
+    )
+    .await;
     assert!(status.contains(" 200 "), "{status}");
 }
 
@@ -318,16 +355,30 @@ async fn axum_nest_service_drives_it() {
     let gw = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await });
     let c = client();
-    let res = within(10, c.request(Request::post(format!("http://{gw}/app/x?q=1")).body(full("abc")).unwrap()))
-        .await
-        .unwrap();
+    let res = within(
+        10,
+        c.request(
+            Request::post(format!("http://{gw}/app/x?q=1"))
+                .body(full("abc"))
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let v = json(res).await;
     assert_eq!(v["path"], "/x?q=1");
     assert_eq!(v["body"], "abc");
-    let res = within(10, c.request(Request::get(format!("http://{gw}/health")).body(empty()).unwrap()))
-        .await
-        .unwrap();
+    let res = within(
+        10,
+        c.request(
+            Request::get(format!("http://{gw}/health"))
+                .body(empty())
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(text(res).await, "ok");
 }
 
@@ -352,9 +403,16 @@ async fn plain_hyper_service_fn_drives_it() {
             });
         }
     });
-    let res = within(10, client().request(Request::get(format!("http://{gw}/plain")).body(empty()).unwrap()))
-        .await
-        .unwrap();
+    let res = within(
+        10,
+        client().request(
+            Request::get(format!("http://{gw}/plain"))
+                .body(empty())
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(json(res).await["path"], "/plain");
 }
 

@@ -30,7 +30,9 @@ fn vm_hwm_kib() -> u64 {
 fn generated(total: u64) -> TestBody {
     let chunk = Bytes::from(vec![b'x'; CHUNK]);
     let n = total / CHUNK as u64;
-    let stream = futures_util::stream::iter((0..n).map(move |_| Ok::<_, BoxError>(Frame::data(chunk.clone()))));
+    let stream = futures_util::stream::iter(
+        (0..n).map(move |_| Ok::<_, BoxError>(Frame::data(chunk.clone()))),
+    );
     StreamBody::new(stream).boxed_unsync()
 }
 
@@ -68,7 +70,11 @@ async fn one_gib_each_way_with_flat_memory() {
 
     // Warm up every path once so allocator pools and connection buffers are in place.
     let res = c
-        .request(Request::post(format!("http://{gw}/sink")).body(generated(CHUNK as u64 * 16)).unwrap())
+        .request(
+            Request::post(format!("http://{gw}/sink"))
+                .body(generated(CHUNK as u64 * 16))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(text(res).await, (CHUNK * 16).to_string());
@@ -76,22 +82,36 @@ async fn one_gib_each_way_with_flat_memory() {
 
     let up_res = within(
         300,
-        c.request(Request::post(format!("http://{gw}/sink")).body(generated(GIB)).unwrap()),
+        c.request(
+            Request::post(format!("http://{gw}/sink"))
+                .body(generated(GIB))
+                .unwrap(),
+        ),
     )
     .await
     .unwrap();
     assert_eq!(up_res.status(), StatusCode::OK);
     assert_eq!(text(up_res).await, GIB.to_string(), "upload arrived whole");
 
-    let down = within(300, c.request(Request::get(format!("http://{gw}/source")).body(empty()).unwrap()))
-        .await
-        .unwrap();
+    let down = within(
+        300,
+        c.request(
+            Request::get(format!("http://{gw}/source"))
+                .body(empty())
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(down.status(), StatusCode::OK);
     let n = within(300, count(down.into_body())).await.unwrap();
     assert_eq!(n, GIB, "download arrived whole");
 
     let grown_mib = (vm_hwm_kib().saturating_sub(before)) / 1024;
     eprintln!("peak RSS grew by {grown_mib} MiB while streaming 2 GiB");
-    assert!(grown_mib < 64, "memory grew with body size: +{grown_mib} MiB");
+    assert!(
+        grown_mib < 64,
+        "memory grew with body size: +{grown_mib} MiB"
+    );
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

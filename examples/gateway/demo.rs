@@ -69,13 +69,19 @@ async fn echo_headers(headers: HeaderMap) -> Json<serde_json::Value> {
             .entry(name.as_str().to_owned())
             .or_insert_with(|| serde_json::Value::Array(Vec::new()));
         if let Some(list) = entry.as_array_mut() {
-            list.push(String::from_utf8_lossy(value.as_bytes()).into_owned().into());
+            list.push(
+                String::from_utf8_lossy(value.as_bytes())
+                    .into_owned()
+                    .into(),
+            );
         }
     }
     Json(serde_json::Value::Object(map))
 }
 
-async fn events(headers: HeaderMap) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
+async fn events(
+    headers: HeaderMap,
+) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
     let start: u64 = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

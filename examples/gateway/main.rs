@@ -18,6 +18,8 @@ use std::process::ExitCode;
 use axum::response::Html;
 use axum::routing::get;
 use axum::Router;
+use sandbox_gateway::host::HostAllowlistLayer;
+use sandbox_gateway::isolation::IsolationLayer;
 use sandbox_gateway::proxy::ReverseProxy;
 use sandbox_gateway::route::{PathMount, RouteLayer};
 use sandbox_gateway::sse::SseLayer;
@@ -27,15 +29,32 @@ struct Args {
     listen: SocketAddr,
     demo_port: u16,
     allow_ports: Vec<u16>,
+    allow_origins: Vec<String>,
+    allow_hosts: Vec<String>,
 }
 
-const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-port Q]...";
+const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-port Q]... \
+[--allow-origin ORIGIN]... [--allow-host NAME]...
+
+  --listen ADDR          where the gateway listens (default 127.0.0.1:8080)
+  --demo-port P          the demo sandbox's port on [::1] (default 5173)
+  --allow-port Q         another port /proxy/{port}/ may reach (repeatable)
+  --allow-origin ORIGIN  an origin allowed to call /api/ cross-origin; patterns like
+                         https://*.webcontainer-api.io allowed (repeatable;
+                         default https://*.webcontainer-api.io)
+  --allow-host NAME      a Host the gateway answers besides loopback names; *.suffix allowed
+                         (repeatable)";
+
+/// The CORS origins used when no `--allow-origin` is given: WebContainer apps.
+const DEFAULT_ORIGINS: &[&str] = &["https://*.webcontainer-api.io"];
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         listen: "127.0.0.1:8080".parse().expect("valid default"),
         demo_port: 5173,
         allow_ports: Vec::new(),
+        allow_origins: Vec::new(),
+        allow_hosts: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -43,17 +62,29 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--listen" => {
                 let v = value("--listen")?;
-                args.listen = v.parse().map_err(|_| format!("--listen: `{v}` is not an address like 127.0.0.1:8080"))?;
+                args.listen = v.parse().map_err(|_| {
+                    format!("--listen: `{v}` is not an address like 127.0.0.1:8080")
+                })?;
             }
             "--demo-port" => {
                 let v = value("--demo-port")?;
-                args.demo_port = v.parse().map_err(|_| format!("--demo-port: `{v}` is not a port"))?;
+                args.demo_port = v
+                    .parse()
+                    .map_err(|_| format!("--demo-port: `{v}` is not a port"))?;
             }
             "--allow-port" => {
                 let v = value("--allow-port")?;
-                args.allow_ports.push(v.parse().map_err(|_| format!("--allow-port: `{v}` is not a port"))?);
+                args.allow_ports.push(
+                    v.parse()
+                        .map_err(|_| format!("--allow-port: `{v}` is not a port"))?,
+                );
             }
-            "-h" | "--help" => return Err(USAGE.to_owned()),
+            "--allow-origin" => args.allow_origins.push(value("--allow-origin")?),
+            "--allow-host" => args.allow_hosts.push(value("--allow-host")?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
     }
@@ -61,13 +92,16 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let mut args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
+    if args.allow_origins.is_empty() {
+        args.allow_origins = DEFAULT_ORIGINS.iter().map(|s| s.to_string()).collect();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -88,9 +122,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let demo = demo::start(args.demo_port)
-        .await
-        .map_err(|e| format!("cannot start the demo sandbox on [::1]:{}: {e}", args.demo_port))?;
+    let demo = demo::start(args.demo_port).await.map_err(|e| {
+        format!(
+            "cannot start the demo sandbox on [::1]:{}: {e}",
+            args.demo_port
+        )
+    })?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -102,13 +139,25 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let proxy = ReverseProxy::new();
     let previews = ServiceBuilder::new()
         .layer(SseLayer::new())
-        .layer(RouteLayer::new(PathMount::strip("/proxy").allow_ports(ports.iter().copied())))
+        .layer(RouteLayer::new(
+            PathMount::strip("/proxy").allow_ports(ports.iter().copied()),
+        ))
         .service(proxy.clone());
+
+    // Deny unknown Hosts (DNS rebinding); loopback names always pass.
+    let hosts = HostAllowlistLayer::builder()
+        .allow_all(args.allow_hosts.iter().cloned())
+        .hint("restart the gateway with --allow-host {host}")
+        .build()?;
+    // The host page and everything it loads are cross-origin isolated (COOP + COEP credentialless).
+    let isolation = IsolationLayer::new();
 
     let index = index_page(port);
     let app = Router::new()
         .route("/", get(move || async move { Html(index) }))
-        .fallback_service(previews);
+        .fallback_service(previews)
+        .layer(isolation)
+        .layer(hosts);
 
     println!("demo sandbox (dev server) on http://{demo} (IPv6 loopback only)");
     println!("gateway on http://{gw}\n");
@@ -117,6 +166,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("  http://{gw}{path:<28} {what}");
     }
     println!("\nports reachable through /proxy/{{port}}/: {ports:?}");
+    println!("CORS origins allowed on /api/: {:?}", args.allow_origins);
+    println!(
+        "Hosts answered: loopback names (localhost, *.localhost, 127.0.0.1, [::1]){}",
+        if args.allow_hosts.is_empty() {
+            String::new()
+        } else {
+            format!(", {:?}", args.allow_hosts)
+        }
+    );
 
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -129,11 +187,20 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 fn links(port: u16) -> Vec<(String, &'static str)> {
     vec![
-        (format!("/proxy/{port}/"), "the demo page (WebSocket + EventSource through the gateway)"),
-        (format!("/proxy/{port}/echo-headers"), "the headers the sandbox received"),
+        (
+            format!("/proxy/{port}/"),
+            "the demo page (WebSocket + EventSource through the gateway)",
+        ),
+        (
+            format!("/proxy/{port}/echo-headers"),
+            "the headers the sandbox received",
+        ),
         (format!("/proxy/{port}/events"), "an SSE stream, unbuffered"),
         (format!("/proxy/{port}/ws"), "a WebSocket echo (ws://)"),
-        (format!("/proxy/{port}/redirect"), "a redirect with a root-relative Location"),
+        (
+            format!("/proxy/{port}/redirect"),
+            "a redirect with a root-relative Location",
+        ),
         (format!("/proxy/{port}/cookie"), "a Set-Cookie with Path=/"),
     ]
 }

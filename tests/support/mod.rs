@@ -119,7 +119,11 @@ pub async fn echo_upstream(addr: &str) -> SocketAddr {
         addr,
         tower::service_fn(|req: Request<Incoming>| async move {
             let (parts, body) = req.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let mut headers = serde_json::Map::new();
             for (k, v) in parts.headers.iter() {
                 let entry = headers
