@@ -87,10 +87,8 @@ pub(crate) fn check_request(parts: &Parts) -> Result<(), ProxyError> {
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err(ProxyError::BadRequest("several Host headers")),
-        (Some(h), None) => {
-            if !h.to_str().is_ok_and(valid_host) {
-                return Err(ProxyError::BadRequest("invalid Host header"));
-            }
+        (Some(h), None) if !h.to_str().is_ok_and(valid_host) => {
+            return Err(ProxyError::BadRequest("invalid Host header"));
         }
         (None, None) if parts.version == Version::HTTP_11 && parts.uri.authority().is_none() => {
             return Err(ProxyError::BadRequest("missing Host header"));
@@ -109,8 +107,7 @@ pub(crate) fn check_request(parts: &Parts) -> Result<(), ProxyError> {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|s| s.split(','))
             .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .last()
+            .rfind(|t| !t.is_empty())
             .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
         if !last_is_chunked {
             return Err(ProxyError::BadRequest(

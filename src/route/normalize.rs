@@ -56,10 +56,10 @@ fn check_segment(segment: &str) -> Result<(), RouteError> {
         };
     }
     let decoded: Vec<u8> = percent_decode_str(segment).collect();
-    if decoded.iter().any(|&b| b == b'/') {
+    if decoded.contains(&b'/') {
         return Err(RouteError::BadPath("encoded slash in path"));
     }
-    if decoded.iter().any(|&b| b == b'\\') {
+    if decoded.contains(&b'\\') {
         return Err(RouteError::BadPath("backslash in path"));
     }
     if decoded.iter().any(|b| b.is_ascii_control()) {
