@@ -21,12 +21,17 @@
 //! With several gateway replicas, share the signing key and a [`NonceStore`] (`RedisNonceStore`
 //! with the `redis` feature) so a link spent on one replica is spent on all.
 //!
+//! Mount the tunnel with `route_service("/__ide/{*rest}", …)`: the guard reads the sandbox id from
+//! the full path, which `nest_service` would strip.
+//!
 //! ```
-//! use std::time::Duration;
-//! use axum::{body::Body, routing::{any, post}, Json, Router};
+//! use std::{convert::Infallible, time::Duration};
+//! use axum::{body::Body, http::{Request, Response}, routing::post, Json, Router};
 //! use sandbox_gateway::auth::{bootstrap_url, Bootstrap, CookieConfig, TokenSigner, TunnelAuthLayer};
+//! use tower::ServiceBuilder;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // At least 32 random bytes, shared by every replica.
 //! let signer = TokenSigner::new(std::env::var("IDE_KEY").unwrap_or_else(|_| "x".repeat(32)))?;
 //! let cookie = CookieConfig::default();
 //!
@@ -38,9 +43,12 @@
 //!         Json(serde_json::json!({ "url": bootstrap_url("demo", &token) }))
 //!     }
 //! };
-//! let tunnel = Router::new()
-//!     .route("/__ide/{id}/{*rest}", any(|| async { "the proxy to the sandbox goes here" }))
-//!     .layer(TunnelAuthLayer::new(signer.clone()).cookie(cookie.clone()));
+//! let tunnel = ServiceBuilder::new()
+//!     .layer(TunnelAuthLayer::new(signer.clone()).cookie(cookie.clone()))
+//!     .service_fn(|_req: Request<Body>| async {
+//!         // The proxy to the sandbox goes here.
+//!         Ok::<_, Infallible>(Response::new(Body::from("inside the sandbox")))
+//!     });
 //!
 //! let app: Router = Router::new()
 //!     .route("/api/dev/demo/ide-token", post(issue))
@@ -48,9 +56,19 @@
 //!         "/api/dev/{id}/ide",
 //!         Bootstrap::builder(signer).cookie(cookie).build::<Body>()?,
 //!     )
-//!     .nest_service("/__ide", tunnel);
+//!     .route_service("/__ide/{*rest}", tunnel);
 //! # Ok(()) }
 //! ```
+//!
+//! [`TokenSigner::issue`]: crate::auth::TokenSigner::issue
+//! [`TokenSigner::with_previous_key`]: crate::auth::TokenSigner::with_previous_key
+//! [`bootstrap_url`]: crate::auth::bootstrap_url
+//! [`Bootstrap`]: crate::auth::Bootstrap
+//! [`NonceStore`]: crate::auth::NonceStore
+//! [`Audience::Cookie`]: crate::auth::Audience::Cookie
+//! [`TunnelAuthLayer`]: crate::auth::TunnelAuthLayer
+//! [`Claims`]: crate::auth::Claims
+//! [`TokenError`]: crate::auth::TokenError
 
 mod bootstrap;
 mod cookie;

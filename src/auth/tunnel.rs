@@ -39,14 +39,22 @@ use crate::util::text_response;
 /// Only headers are read: the body and hyper's upgrade extension travel untouched, so WebSocket
 /// upgrades (requests with `Upgrade` headers) are guarded the same way as plain requests.
 ///
+/// Wrap the service that reaches the sandbox and mount it on the whole prefix with
+/// `route_service("/__ide/{*rest}", …)`, so the bare mount and every path under it pass the guard
+/// (axum's `nest_service` would strip the prefix the guard reads the id from):
+///
 /// ```
-/// use axum::{routing::any, Router};
+/// use axum::{body::Body, http::{Request, Response}, Router};
 /// use sandbox_gateway::auth::{TokenSigner, TunnelAuthLayer};
+/// use tower::ServiceBuilder;
 ///
 /// let signer = TokenSigner::new([7u8; 32])?;
-/// let tunnel: Router = Router::new()
-///     .route("/__ide/{id}/{*rest}", any(|| async { "inside the sandbox" }))
-///     .layer(TunnelAuthLayer::new(signer));
+/// let tunnel = ServiceBuilder::new()
+///     .layer(TunnelAuthLayer::new(signer))
+///     .service_fn(|_req: Request<Body>| async {
+///         Ok::<_, std::convert::Infallible>(Response::new(Body::from("inside the sandbox")))
+///     });
+/// let app: Router = Router::new().route_service("/__ide/{*rest}", tunnel);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
