@@ -37,7 +37,7 @@ pub enum ConfigError {
     /// `.` or `..` segment, only unreserved characters.
     #[error("invalid tunnel prefix {0:?}: expected a path like /__ide (no trailing slash, no dot segments)")]
     TunnelPrefix(String),
-    /// The bootstrap path pattern must look like `/api/dev/{{id}}/ide`, with `{{id}}` once, as a
+    /// The bootstrap path pattern must look like `/api/dev/{id}/ide`, with `{id}` once, as a
     /// whole segment.
     #[error("invalid bootstrap path pattern {0:?}: expected a path like /api/dev/{{id}}/ide with {{id}} once, as a whole segment")]
     PathPattern(String),
