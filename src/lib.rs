@@ -52,22 +52,18 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+pub mod auth;
 pub mod connect;
+pub mod cors;
+pub mod host;
+pub mod isolation;
 pub mod proxy;
 pub mod route;
-/// Server-Sent Events passthrough: no buffering, no compression, optional heartbeat.
 pub mod sse;
 
 mod util;
-
-/// CORS headers and preflights, safe behind a proxy.
-pub mod cors;
-
-/// Host allowlist against DNS rebinding.
-pub mod host;
-
-/// Cross-origin isolation headers (COOP, COEP, CORP).
-pub mod isolation;
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

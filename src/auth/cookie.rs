@@ -1,0 +1,546 @@
+//! The tunnel cookie: its name, attributes and mount path, and `Cookie` header handling.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::Scheme;
+use http::Request;
+
+/// When the tunnel cookie gets the `Secure` attribute (and the `__Secure-` name prefix).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecureCookie {
+    /// `Secure` when the bootstrap request came over HTTPS: its URI has the `https` scheme (as
+    /// HTTP/2 requests do), or, when [`trust_forwarded_proto`](CookieConfigBuilder::trust_forwarded_proto)
+    /// is on, the nearest `X-Forwarded-Proto` / `Forwarded: proto=` says `https`.
+    ///
+    /// A server terminating TLS itself over HTTP/1.1 sees origin-form URIs without a scheme: use
+    /// [`Always`](Self::Always) there.
+    #[default]
+    Auto,
+    /// Always `Secure`. Browsers drop `Secure` cookies set over plain `http://`, except that
+    /// Chromium and Firefox accept them on `http://localhost`.
+    Always,
+    /// Never `Secure` (plain-HTTP development setups on another host than `localhost`).
+    Never,
+}
+
+/// The configuration was refused when built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The cookie name is empty, too long, carries a `__Host-`/`__Secure-` prefix (added by the
+    /// gateway itself) or characters outside `A-Z a-z 0-9 _ -`.
+    #[error("invalid cookie name {0:?}: 1 to 64 characters of A-Z a-z 0-9 _ -, without a __Host-/__Secure- prefix")]
+    CookieName(String),
+    /// The tunnel prefix must look like `/__ide`: starting with `/`, no trailing `/`, no empty,
+    /// `.` or `..` segment, only unreserved characters.
+    #[error("invalid tunnel prefix {0:?}: expected a path like /__ide (no trailing slash, no dot segments)")]
+    TunnelPrefix(String),
+    /// The bootstrap path pattern must look like `/api/dev/{id}/ide`, with `{id}` once, as a
+    /// whole segment.
+    #[error("invalid bootstrap path pattern {0:?}: expected a path like /api/dev/{{id}}/ide with {{id}} once, as a whole segment")]
+    PathPattern(String),
+    /// The cookie lifetime must be between one second and 400 days (the cap browsers apply).
+    #[error("cookie max-age must be between 1 second and 400 days")]
+    MaxAge,
+    /// A third-party embed cookie (`SameSite=None; Partitioned`) must be `Secure`.
+    #[error("a third-party embed cookie (SameSite=None; Partitioned) requires Secure; SecureCookie::Never is not allowed with it")]
+    EmbedNeedsSecure,
+}
+
+/// How the tunnel cookie is named, scoped and flagged. Shared by [`Bootstrap`](super::Bootstrap)
+/// (which sets it) and [`TunnelAuthLayer`](super::TunnelAuthLayer) (which checks and strips it):
+/// give both the same value.
+///
+/// For sandbox `demo` with the defaults, the cookie is
+/// `sgw_ide_demo=<token>; Path=/__ide/demo/; Max-Age=43200; HttpOnly; SameSite=Lax`, plus
+/// `Secure` and the name `__Secure-sgw_ide_demo` when the bootstrap request came over HTTPS.
+///
+/// - `SameSite=Lax`, not `Strict`: a bootstrap link opened from another site (a dashboard on
+///   another domain) would lose a `Strict` cookie on the 303's follow-up request.
+/// - The name never takes the `__Host-` prefix: that prefix requires `Path=/`, and this cookie is
+///   scoped to the sandbox's tunnel, `Path=/__ide/{id}/`.
+/// - The value is itself a signed token with [`Audience::Cookie`](super::Audience::Cookie), bound
+///   to the sandbox id and expiring with `Max-Age`.
+///
+/// ```
+/// use std::time::Duration;
+/// use sandbox_gateway::auth::{CookieConfig, SecureCookie};
+///
+/// let cookie = CookieConfig::builder()
+///     .tunnel_prefix("/__ide")
+///     .secure(SecureCookie::Auto)
+///     .trust_forwarded_proto(true)
+///     .max_age(Duration::from_secs(8 * 3600))
+///     .build()?;
+/// assert_eq!(cookie.mount("demo"), "/__ide/demo/");
+/// # Ok::<(), sandbox_gateway::auth::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct CookieConfig {
+    name: String,
+    tunnel_prefix: String,
+    secure: SecureCookie,
+    trust_forwarded_proto: bool,
+    max_age: Duration,
+    third_party_embed: bool,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        CookieConfigBuilder::default()
+            .build()
+            .expect("the default cookie configuration is valid")
+    }
+}
+
+/// Builds a [`CookieConfig`]; see its documentation.
+#[derive(Clone, Debug)]
+pub struct CookieConfigBuilder {
+    config: CookieConfig,
+}
+
+impl Default for CookieConfigBuilder {
+    fn default() -> Self {
+        Self {
+            config: CookieConfig {
+                name: "sgw_ide".to_owned(),
+                tunnel_prefix: "/__ide".to_owned(),
+                secure: SecureCookie::Auto,
+                trust_forwarded_proto: false,
+                max_age: Duration::from_secs(12 * 3600),
+                third_party_embed: false,
+            },
+        }
+    }
+}
+
+fn is_name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+fn valid_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() > 1
+        && p[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        })
+}
+
+impl CookieConfigBuilder {
+    /// The cookie's base name (default `sgw_ide`); the cookie for sandbox `id` is named
+    /// `{name}_{id}`, prefixed with `__Secure-` when `Secure`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// The tunnel's path prefix (default `/__ide`): sandbox `id` is served under
+    /// `{prefix}/{id}/`, which is also the cookie's `Path`.
+    pub fn tunnel_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.tunnel_prefix = prefix.into();
+        self
+    }
+
+    /// When to set `Secure` (default [`SecureCookie::Auto`]).
+    pub fn secure(mut self, secure: SecureCookie) -> Self {
+        self.config.secure = secure;
+        self
+    }
+
+    /// Whether [`SecureCookie::Auto`] believes `X-Forwarded-Proto` and `Forwarded: proto=`
+    /// (default `false`). Turn on only behind a proxy that sets them; the value added by the
+    /// nearest proxy (the last one) is used.
+    pub fn trust_forwarded_proto(mut self, trust: bool) -> Self {
+        self.config.trust_forwarded_proto = trust;
+        self
+    }
+
+    /// The session's lifetime (default 12 hours): the cookie's `Max-Age` and its token's expiry.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.config.max_age = max_age;
+        self
+    }
+
+    /// For an IDE embedded in an iframe on another site (default `false`): the cookie becomes
+    /// `SameSite=None; Secure; Partitioned` (CHIPS), as browsers block third-party cookies
+    /// otherwise. The cookie is then always `Secure`.
+    pub fn third_party_embed(mut self, embed: bool) -> Self {
+        self.config.third_party_embed = embed;
+        self
+    }
+
+    /// Checks and returns the configuration.
+    pub fn build(self) -> Result<CookieConfig, ConfigError> {
+        let c = self.config;
+        let lower = c.name.to_ascii_lowercase();
+        if c.name.is_empty()
+            || c.name.len() > 64
+            || !c.name.bytes().all(is_name_char)
+            || lower.starts_with("__host-")
+            || lower.starts_with("__secure-")
+        {
+            return Err(ConfigError::CookieName(c.name));
+        }
+        if !valid_path(&c.tunnel_prefix) {
+            return Err(ConfigError::TunnelPrefix(c.tunnel_prefix));
+        }
+        if c.max_age < Duration::from_secs(1) || c.max_age > Duration::from_secs(400 * 86400) {
+            return Err(ConfigError::MaxAge);
+        }
+        if c.third_party_embed && c.secure == SecureCookie::Never {
+            return Err(ConfigError::EmbedNeedsSecure);
+        }
+        Ok(c)
+    }
+}
+
+const SECURE_PREFIX: &str = "__Secure-";
+
+impl CookieConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> CookieConfigBuilder {
+        CookieConfigBuilder::default()
+    }
+
+    /// The tunnel mount of sandbox `id`: `{prefix}/{id}/`, the 303 target and the cookie `Path`.
+    pub fn mount(&self, id: &str) -> String {
+        format!("{}/{}/", self.tunnel_prefix, id)
+    }
+
+    /// The session lifetime.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    pub(crate) fn tunnel_prefix(&self) -> &str {
+        &self.tunnel_prefix
+    }
+
+    /// The cookie name for sandbox `id`, with or without the `__Secure-` prefix.
+    pub(crate) fn cookie_name(&self, id: &str, secure: bool) -> String {
+        if secure {
+            format!("{SECURE_PREFIX}{}_{id}", self.name)
+        } else {
+            format!("{}_{id}", self.name)
+        }
+    }
+
+    /// Whether a cookie of this name belongs to the gateway (for any sandbox).
+    pub(crate) fn is_gateway_cookie(&self, name: &[u8]) -> bool {
+        let name = match name.get(..SECURE_PREFIX.len()) {
+            Some(p) if p.eq_ignore_ascii_case(SECURE_PREFIX.as_bytes()) => {
+                &name[SECURE_PREFIX.len()..]
+            }
+            _ => name,
+        };
+        name.len() > self.name.len()
+            && name.starts_with(self.name.as_bytes())
+            && name[self.name.len()] == b'_'
+    }
+
+    /// Whether the cookie set in answer to `req` is `Secure`.
+    pub(crate) fn is_secure<B>(&self, req: &Request<B>) -> bool {
+        if self.third_party_embed {
+            return true;
+        }
+        match self.secure {
+            SecureCookie::Always => true,
+            SecureCookie::Never => false,
+            _ => {
+                req.uri().scheme() == Some(&Scheme::HTTPS)
+                    || (self.trust_forwarded_proto && forwarded_https(req.headers()))
+            }
+        }
+    }
+
+    /// The `Set-Cookie` value carrying `value` for sandbox `id`.
+    pub(crate) fn set_cookie(&self, id: &str, value: &str, secure: bool) -> HeaderValue {
+        let mut s = format!(
+            "{}={}; Path={}; Max-Age={}; HttpOnly",
+            self.cookie_name(id, secure),
+            value,
+            self.mount(id),
+            self.max_age.as_secs()
+        );
+        if secure {
+            s.push_str("; Secure");
+        }
+        if self.third_party_embed {
+            s.push_str("; SameSite=None; Partitioned");
+        } else {
+            s.push_str("; SameSite=Lax");
+        }
+        HeaderValue::try_from(s).expect("cookie names, ids, tokens and paths are all visible ASCII")
+    }
+}
+
+/// Whether the nearest `X-Forwarded-Proto` or `Forwarded: proto=` value says `https`.
+fn forwarded_https(headers: &HeaderMap) -> bool {
+    let last_xfp = headers
+        .get_all("x-forwarded-proto")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back();
+    if let Some(p) = last_xfp {
+        return p.trim().eq_ignore_ascii_case("https");
+    }
+    let last_fwd = headers
+        .get_all(header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back();
+    last_fwd.is_some_and(|hop| {
+        hop.split(';').any(|pair| {
+            let mut kv = pair.splitn(2, '=');
+            let k = kv.next().unwrap_or("").trim();
+            let v = kv.next().unwrap_or("").trim().trim_matches('"');
+            k.eq_ignore_ascii_case("proto") && v.eq_ignore_ascii_case("https")
+        })
+    })
+}
+
+/// Splits one `Cookie` header value into its `name=value` pairs, as trimmed byte slices.
+fn pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b';')
+        .map(|p| p.trim_ascii())
+        .filter(|p| !p.is_empty())
+}
+
+fn split_pair(pair: &[u8]) -> (&[u8], &[u8]) {
+    match pair.iter().position(|&b| b == b'=') {
+        Some(i) => (pair[..i].trim_ascii(), pair[i + 1..].trim_ascii()),
+        None => (&[], pair),
+    }
+}
+
+/// The values of every cookie named `name`, across all `Cookie` headers.
+pub(crate) fn cookie_values<'a>(
+    headers: &'a HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| pairs(v.as_bytes()))
+        .filter_map(move |p| {
+            let (n, v) = split_pair(p);
+            (n == name.as_bytes()).then(|| {
+                v.strip_prefix(b"\"")
+                    .and_then(|v| v.strip_suffix(b"\""))
+                    .unwrap_or(v)
+            })
+        })
+}
+
+/// Removes every cookie whose name matches `drop` from the `Cookie` headers, keeping the others
+/// (and their order); a header left empty is removed.
+pub(crate) fn strip_cookies(headers: &mut HeaderMap, drop: impl Fn(&[u8]) -> bool) {
+    let mut changed = false;
+    let mut kept: Vec<HeaderValue> = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        let all: Vec<&[u8]> = pairs(v.as_bytes()).collect();
+        let keep: Vec<&[u8]> = all
+            .iter()
+            .copied()
+            .filter(|p| !drop(split_pair(p).0))
+            .collect();
+        if keep.len() == all.len() {
+            kept.push(v.clone());
+            continue;
+        }
+        changed = true;
+        if !keep.is_empty() {
+            let joined = keep.join(&b"; "[..]);
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                kept.push(v);
+            }
+        }
+    }
+    if changed {
+        headers.remove(header::COOKIE);
+        for v in kept {
+            headers.append(header::COOKIE, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cookie_headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn builder_validates() {
+        assert!(CookieConfig::builder().build().is_ok());
+        for name in ["", "a b", "a;b", "__Host-x", "__secure-x", "é"] {
+            assert!(
+                matches!(
+                    CookieConfig::builder().name(name).build(),
+                    Err(ConfigError::CookieName(_))
+                ),
+                "{name:?}"
+            );
+        }
+        for p in [
+            "", "/", "__ide", "/__ide/", "//x", "/a/../b", "/a/./b", "/a b", "/a?b",
+        ] {
+            assert!(
+                matches!(
+                    CookieConfig::builder().tunnel_prefix(p).build(),
+                    Err(ConfigError::TunnelPrefix(_))
+                ),
+                "{p:?}"
+            );
+        }
+        assert!(CookieConfig::builder()
+            .tunnel_prefix("/x/ide.v2")
+            .build()
+            .is_ok());
+        assert_eq!(
+            CookieConfig::builder()
+                .max_age(Duration::ZERO)
+                .build()
+                .unwrap_err(),
+            ConfigError::MaxAge
+        );
+        assert_eq!(
+            CookieConfig::builder()
+                .third_party_embed(true)
+                .secure(SecureCookie::Never)
+                .build()
+                .unwrap_err(),
+            ConfigError::EmbedNeedsSecure
+        );
+    }
+
+    #[test]
+    fn set_cookie_attributes() {
+        let c = CookieConfig::default();
+        assert_eq!(
+            c.set_cookie("demo", "TOKEN", false),
+            "sgw_ide_demo=TOKEN; Path=/__ide/demo/; Max-Age=43200; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            c.set_cookie("demo", "TOKEN", true),
+            "__Secure-sgw_ide_demo=TOKEN; Path=/__ide/demo/; Max-Age=43200; HttpOnly; Secure; SameSite=Lax"
+        );
+        let embed = CookieConfig::builder()
+            .third_party_embed(true)
+            .build()
+            .unwrap();
+        assert!(embed.is_secure(&Request::new(())));
+        assert_eq!(
+            embed.set_cookie("d", "T", true),
+            "__Secure-sgw_ide_d=T; Path=/__ide/d/; Max-Age=43200; HttpOnly; Secure; SameSite=None; Partitioned"
+        );
+    }
+
+    #[test]
+    fn secure_auto_modes() {
+        let auto = CookieConfig::default();
+        let trusting = CookieConfig::builder()
+            .trust_forwarded_proto(true)
+            .build()
+            .unwrap();
+        let plain = Request::get("/api/dev/a/ide").body(()).unwrap();
+        let https = Request::get("https://gw.example/api/dev/a/ide")
+            .body(())
+            .unwrap();
+        let xfp = Request::get("/x")
+            .header("x-forwarded-proto", "https")
+            .body(())
+            .unwrap();
+        let xfp_chain = Request::get("/x")
+            .header("x-forwarded-proto", "https, http")
+            .body(())
+            .unwrap();
+        let fwd = Request::get("/x")
+            .header(
+                "forwarded",
+                "for=1.2.3.4;proto=http, for=5.6.7.8;Proto=\"https\"",
+            )
+            .body(())
+            .unwrap();
+        assert!(!auto.is_secure(&plain));
+        assert!(auto.is_secure(&https));
+        assert!(!auto.is_secure(&xfp), "untrusted X-Forwarded-Proto");
+        assert!(trusting.is_secure(&xfp));
+        assert!(!trusting.is_secure(&xfp_chain), "nearest hop said http");
+        assert!(trusting.is_secure(&fwd));
+        let always = CookieConfig::builder()
+            .secure(SecureCookie::Always)
+            .build()
+            .unwrap();
+        let never = CookieConfig::builder()
+            .secure(SecureCookie::Never)
+            .build()
+            .unwrap();
+        assert!(always.is_secure(&plain));
+        assert!(!never.is_secure(&https));
+    }
+
+    #[test]
+    fn gateway_cookie_names() {
+        let c = CookieConfig::default();
+        assert!(c.is_gateway_cookie(b"sgw_ide_demo"));
+        assert!(c.is_gateway_cookie(b"__Secure-sgw_ide_demo"));
+        assert!(c.is_gateway_cookie(b"__SECURE-sgw_ide_x"));
+        assert!(!c.is_gateway_cookie(b"sgw_ide"));
+        // Anything in the gateway's namespace is stripped, even with an empty id.
+        assert!(c.is_gateway_cookie(b"sgw_ide_"));
+        assert!(!c.is_gateway_cookie(b"sgw_idea"));
+        assert!(!c.is_gateway_cookie(b"session"));
+        assert!(!c.is_gateway_cookie(b""));
+    }
+
+    #[test]
+    fn finds_cookie_values_across_headers() {
+        let h = cookie_headers(&["a=1; sgw_ide_x=T1", "b=2;sgw_ide_x=\"T2\" ; c"]);
+        let v: Vec<&[u8]> = cookie_values(&h, "sgw_ide_x").collect();
+        assert_eq!(v, vec![&b"T1"[..], &b"T2"[..]]);
+        assert_eq!(cookie_values(&h, "nope").count(), 0);
+    }
+
+    #[test]
+    fn strips_only_gateway_cookies() {
+        let c = CookieConfig::default();
+        let mut h = cookie_headers(&[
+            "theme=dark; sgw_ide_x=T; lang=en",
+            "__Secure-sgw_ide_y=U",
+            "other=1",
+        ]);
+        strip_cookies(&mut h, |n| c.is_gateway_cookie(n));
+        let left: Vec<&str> = h
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(left, vec!["theme=dark; lang=en", "other=1"]);
+
+        let mut only = cookie_headers(&["sgw_ide_x=T", "__Secure-sgw_ide_x=T"]);
+        strip_cookies(&mut only, |n| c.is_gateway_cookie(n));
+        assert!(!only.contains_key(header::COOKIE));
+
+        // Untouched headers keep their exact bytes.
+        let mut none = cookie_headers(&["a=1;b=2"]);
+        strip_cookies(&mut none, |n| c.is_gateway_cookie(n));
+        assert_eq!(none[header::COOKIE], "a=1;b=2");
+    }
+}

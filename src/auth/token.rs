@@ -1,0 +1,684 @@
+//! Signed, short-lived tokens: claims, the signer, and their errors.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use super::id::{is_valid_sandbox_id, MAX_SANDBOX_ID_LEN};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The shortest signing key accepted, in bytes (the output size of SHA-256).
+pub const MIN_KEY_LEN: usize = 32;
+
+/// Format version, the first byte of every payload.
+const VERSION: u8 = 1;
+/// Random bytes in every token.
+const NONCE_LEN: usize = 16;
+/// HMAC-SHA256 output.
+const TAG_LEN: usize = 32;
+/// version + audience + expiry (u64 ms) + nonce + id length.
+const HEADER_LEN: usize = 1 + 1 + 8 + NONCE_LEN + 1;
+/// The longest encoded token: anything longer is refused before decoding.
+const MAX_TOKEN_CHARS: usize = (HEADER_LEN + MAX_SANDBOX_ID_LEN + TAG_LEN).div_ceil(3) * 4;
+
+/// What a token may be used for. A token is only accepted where its audience is expected, so a
+/// session cookie can never be replayed as a bootstrap link or the other way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Audience {
+    /// A single-use link token, spent by [`Bootstrap`](super::Bootstrap).
+    Bootstrap,
+    /// The value of the tunnel cookie, checked by [`TunnelAuthLayer`](super::TunnelAuthLayer).
+    Cookie,
+}
+
+impl Audience {
+    fn to_byte(self) -> u8 {
+        match self {
+            Audience::Bootstrap => 1,
+            Audience::Cookie => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Audience::Bootstrap),
+            2 => Some(Audience::Cookie),
+            _ => None,
+        }
+    }
+}
+
+/// The verified content of a token.
+///
+/// [`TunnelAuth`](super::TunnelAuth) inserts the `Claims` of the session cookie into the request
+/// extensions, so inner services can read which sandbox the request was admitted for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    sandbox_id: String,
+    audience: Audience,
+    expires_at_ms: u64,
+    nonce: [u8; NONCE_LEN],
+}
+
+impl Claims {
+    /// The sandbox this token opens.
+    pub fn sandbox_id(&self) -> &str {
+        &self.sandbox_id
+    }
+
+    /// What the token may be used for.
+    pub fn audience(&self) -> Audience {
+        self.audience
+    }
+
+    /// When the token stops being accepted (millisecond precision).
+    pub fn expires_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.expires_at_ms)
+    }
+
+    /// The token's random nonce, the key under which a spent token is remembered.
+    pub fn nonce(&self) -> &[u8] {
+        &self.nonce
+    }
+}
+
+/// A signing key was refused when the signer was built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key is shorter than [`MIN_KEY_LEN`] bytes.
+    #[error("signing key is {len} bytes long; at least {min} bytes are required")]
+    TooShort {
+        /// Length of the key given.
+        len: usize,
+        /// The minimum, [`MIN_KEY_LEN`].
+        min: usize,
+    },
+}
+
+/// A token could not be issued.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssueError {
+    /// The sandbox id is empty, too long, or has characters outside `A-Z a-z 0-9 _ -`.
+    #[error("invalid sandbox id (1 to 64 characters of A-Z a-z 0-9 _ - expected)")]
+    InvalidSandboxId,
+    /// The operating system's random number generator failed.
+    #[error("random number generator failed: {0}")]
+    Randomness(getrandom::Error),
+}
+
+/// Why a token was refused.
+///
+/// The variants are for the gateway's own logic and logs; the HTTP answers of
+/// [`Bootstrap`](super::Bootstrap) and [`TunnelAuth`](super::TunnelAuth) only tell the user whether
+/// the link expired, was already used, or is otherwise not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Not a token of this format: bad encoding, bad length, unknown version or fields.
+    #[error("token is malformed")]
+    Malformed,
+    /// The signature matches none of the signer's keys.
+    #[error("token signature does not verify")]
+    BadSignature,
+    /// The token was issued for another sandbox.
+    #[error("token was issued for another sandbox")]
+    WrongSandbox,
+    /// The token was issued for another use (a cookie offered as a link or the reverse).
+    #[error("token was issued for another use")]
+    WrongAudience,
+    /// The token's expiry has passed.
+    #[error("token has expired")]
+    Expired,
+    /// The single-use token was already spent.
+    #[error("token has already been used")]
+    Replayed,
+}
+
+/// Signs and verifies tokens with HMAC-SHA256.
+///
+/// A token carries [`Claims`]: the sandbox id, the [`Audience`], an expiry and a random nonce,
+/// followed by the HMAC-SHA256 tag of all of it, encoded as one URL-safe base64 string without
+/// padding (so it needs no escaping in a query string or a cookie value).
+///
+/// Tokens are signed with the current key and verified against the current key and any previous
+/// keys, so keys can be rotated without cutting open sessions: deploy the new key with the old
+/// one as previous, and drop the old one once the longest-lived token signed with it has expired.
+/// Every key must be at least [`MIN_KEY_LEN`] bytes; use random bytes, not a password.
+///
+/// Tags are compared in constant time. The signer never logs, and its `Debug` output never shows
+/// the keys.
+///
+/// ```
+/// use std::time::Duration;
+/// use sandbox_gateway::auth::{Audience, TokenSigner};
+///
+/// let signer = TokenSigner::new([7u8; 32])?;
+/// let token = signer.issue("demo", Duration::from_secs(60))?;
+/// let claims = signer.verify(&token, "demo", Audience::Bootstrap)?;
+/// assert_eq!(claims.sandbox_id(), "demo");
+/// assert!(signer.verify(&token, "other", Audience::Bootstrap).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct TokenSigner {
+    keys: Arc<Keys>,
+}
+
+#[derive(Clone)]
+struct Keys {
+    current: HmacSha256,
+    previous: Vec<HmacSha256>,
+}
+
+impl fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSigner")
+            .field("keys", &"<redacted>")
+            .field("previous_keys", &self.keys.previous.len())
+            .finish()
+    }
+}
+
+fn keyed(key: &[u8]) -> Result<HmacSha256, KeyError> {
+    if key.len() < MIN_KEY_LEN {
+        return Err(KeyError::TooShort {
+            len: key.len(),
+            min: MIN_KEY_LEN,
+        });
+    }
+    Ok(HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length"))
+}
+
+/// Compares two tags in constant time (for equal lengths; lengths are public).
+fn tags_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+        Err(_) => 0,
+    }
+}
+
+impl TokenSigner {
+    /// A signer with one key, used to sign and verify.
+    ///
+    /// Fails with [`KeyError::TooShort`] when the key is shorter than [`MIN_KEY_LEN`] bytes.
+    pub fn new(key: impl AsRef<[u8]>) -> Result<Self, KeyError> {
+        Ok(Self {
+            keys: Arc::new(Keys {
+                current: keyed(key.as_ref())?,
+                previous: Vec::new(),
+            }),
+        })
+    }
+
+    /// Adds a previous key: tokens signed with it still verify, new tokens are signed with the
+    /// current key. Call once per retired key that may still have live tokens.
+    pub fn with_previous_key(self, key: impl AsRef<[u8]>) -> Result<Self, KeyError> {
+        let mac = keyed(key.as_ref())?;
+        let mut keys = Arc::unwrap_or_clone(self.keys);
+        keys.previous.push(mac);
+        Ok(Self {
+            keys: Arc::new(keys),
+        })
+    }
+
+    /// Issues a single-use bootstrap token for sandbox `id`, valid for `ttl`.
+    ///
+    /// This is what the host's own authenticated route (for example `POST /api/dev/{id}/ide-token`)
+    /// hands to the browser, usually as a URL built by [`bootstrap_url`](super::bootstrap_url).
+    /// Keep `ttl` short (a minute is plenty): the token travels in a URL.
+    pub fn issue(&self, id: &str, ttl: Duration) -> Result<String, IssueError> {
+        self.sign(id, Audience::Bootstrap, ttl)
+    }
+
+    /// Signs a token for sandbox `id` with the given audience, valid for `ttl`.
+    pub fn sign(&self, id: &str, audience: Audience, ttl: Duration) -> Result<String, IssueError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(IssueError::Randomness)?;
+        self.sign_with(id, audience, SystemTime::now() + ttl, nonce)
+    }
+
+    fn sign_with(
+        &self,
+        id: &str,
+        audience: Audience,
+        expires_at: SystemTime,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<String, IssueError> {
+        if !is_valid_sandbox_id(id) {
+            return Err(IssueError::InvalidSandboxId);
+        }
+        let mut buf = Vec::with_capacity(HEADER_LEN + id.len() + TAG_LEN);
+        buf.push(VERSION);
+        buf.push(audience.to_byte());
+        buf.extend_from_slice(&unix_ms(expires_at).to_be_bytes());
+        buf.extend_from_slice(&nonce);
+        // `is_valid_sandbox_id` bounds the length to 64.
+        buf.push(id.len() as u8);
+        buf.extend_from_slice(id.as_bytes());
+        let mut mac = self.keys.current.clone();
+        mac.update(&buf);
+        buf.extend_from_slice(&mac.finalize().into_bytes());
+        Ok(URL_SAFE_NO_PAD.encode(&buf))
+    }
+
+    /// Verifies `token` for sandbox `id` and `audience` against the current time.
+    ///
+    /// Checks, in order: encoding and length, the signature (current key, then previous keys),
+    /// the format, the audience, the sandbox id, the expiry. It does not check single use: that is
+    /// the [`NonceStore`](super::NonceStore)'s job, done by [`Bootstrap`](super::Bootstrap).
+    pub fn verify(&self, token: &str, id: &str, audience: Audience) -> Result<Claims, TokenError> {
+        self.verify_at(token, id, audience, SystemTime::now())
+    }
+
+    /// As [`verify`](Self::verify), at a given time.
+    pub fn verify_at(
+        &self,
+        token: &str,
+        id: &str,
+        audience: Audience,
+        now: SystemTime,
+    ) -> Result<Claims, TokenError> {
+        let claims = self.decode(token)?;
+        if claims.audience != audience {
+            return Err(TokenError::WrongAudience);
+        }
+        if claims.sandbox_id != id {
+            return Err(TokenError::WrongSandbox);
+        }
+        if unix_ms(now) >= claims.expires_at_ms {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Checks the encoding and the signature, then reads the claims.
+    fn decode(&self, token: &str) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_CHARS {
+            return Err(TokenError::Malformed);
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token.as_bytes())
+            .map_err(|_| TokenError::Malformed)?;
+        if bytes.len() < HEADER_LEN + 1 + TAG_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let (payload, tag) = bytes.split_at(bytes.len() - TAG_LEN);
+
+        let mut valid = false;
+        for key in std::iter::once(&self.keys.current).chain(&self.keys.previous) {
+            let mut mac = key.clone();
+            mac.update(payload);
+            // No early exit: every key is tried whichever matches.
+            valid |= tags_equal(&mac.finalize().into_bytes(), tag);
+        }
+        if !valid {
+            return Err(TokenError::BadSignature);
+        }
+
+        if payload[0] != VERSION {
+            return Err(TokenError::Malformed);
+        }
+        let audience = Audience::from_byte(payload[1]).ok_or(TokenError::Malformed)?;
+        let mut exp = [0u8; 8];
+        exp.copy_from_slice(&payload[2..10]);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&payload[10..10 + NONCE_LEN]);
+        let id_len = usize::from(payload[HEADER_LEN - 1]);
+        let id = &payload[HEADER_LEN..];
+        if id.len() != id_len {
+            return Err(TokenError::Malformed);
+        }
+        let id = std::str::from_utf8(id).map_err(|_| TokenError::Malformed)?;
+        if !is_valid_sandbox_id(id) {
+            return Err(TokenError::Malformed);
+        }
+        Ok(Claims {
+            sandbox_id: id.to_owned(),
+            audience,
+            expires_at_ms: u64::from_be_bytes(exp),
+            nonce,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 32] = [0x42; 32];
+    const KEY2: [u8; 32] = [0x17; 32];
+    const MIN: Duration = Duration::from_secs(60);
+
+    fn signer() -> TokenSigner {
+        TokenSigner::new(KEY).unwrap()
+    }
+
+    /// xorshift64*: a small deterministic generator so the fuzz-style tests are reproducible.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = signer();
+        let t = s.issue("demo", MIN).unwrap();
+        let c = s.verify(&t, "demo", Audience::Bootstrap).unwrap();
+        assert_eq!(c.sandbox_id(), "demo");
+        assert_eq!(c.audience(), Audience::Bootstrap);
+        assert!(c.expires_at() > SystemTime::now());
+        assert_eq!(c.nonce().len(), NONCE_LEN);
+        assert!(t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+
+        let cookie = s.sign("demo", Audience::Cookie, MIN).unwrap();
+        assert_eq!(
+            s.verify(&cookie, "demo", Audience::Cookie)
+                .unwrap()
+                .audience(),
+            Audience::Cookie
+        );
+    }
+
+    #[test]
+    fn nonces_differ() {
+        let s = signer();
+        let a = s.verify(&s.issue("x", MIN).unwrap(), "x", Audience::Bootstrap);
+        let b = s.verify(&s.issue("x", MIN).unwrap(), "x", Audience::Bootstrap);
+        assert_ne!(a.unwrap().nonce(), b.unwrap().nonce());
+    }
+
+    #[test]
+    fn short_keys_refused() {
+        assert_eq!(
+            TokenSigner::new([0u8; 31]).unwrap_err(),
+            KeyError::TooShort { len: 31, min: 32 }
+        );
+        assert!(TokenSigner::new(b"").is_err());
+        assert!(signer().with_previous_key([1u8; 8]).is_err());
+        assert!(TokenSigner::new([0u8; 64]).is_ok());
+    }
+
+    #[test]
+    fn debug_hides_keys() {
+        let dbg = format!("{:?}", signer());
+        assert!(dbg.contains("redacted"));
+        // The key is 0x42 = 66 repeated: no run of it may show.
+        assert!(!dbg.contains("66, 66"), "{dbg}");
+        assert!(!dbg.contains("4242"), "{dbg}");
+    }
+
+    #[test]
+    fn invalid_ids_are_not_signed() {
+        assert!(matches!(
+            signer().issue("../x", MIN),
+            Err(IssueError::InvalidSandboxId)
+        ));
+        assert!(matches!(
+            signer().issue(&"a".repeat(65), MIN),
+            Err(IssueError::InvalidSandboxId)
+        ));
+    }
+
+    #[test]
+    fn rotation() {
+        let old = TokenSigner::new(KEY).unwrap();
+        let rotated = TokenSigner::new(KEY2)
+            .unwrap()
+            .with_previous_key(KEY)
+            .unwrap();
+        let new_only = TokenSigner::new(KEY2).unwrap();
+
+        let by_old = old.issue("a", MIN).unwrap();
+        let by_rotated = rotated.issue("a", MIN).unwrap();
+        assert!(rotated.verify(&by_old, "a", Audience::Bootstrap).is_ok());
+        assert!(rotated
+            .verify(&by_rotated, "a", Audience::Bootstrap)
+            .is_ok());
+        assert!(new_only
+            .verify(&by_rotated, "a", Audience::Bootstrap)
+            .is_ok());
+        // The old key alone does not know tokens signed with the new one.
+        assert_eq!(
+            old.verify(&by_rotated, "a", Audience::Bootstrap),
+            Err(TokenError::BadSignature)
+        );
+        // Once the old key is dropped, its tokens stop verifying.
+        assert_eq!(
+            new_only.verify(&by_old, "a", Audience::Bootstrap),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn expiry() {
+        let s = signer();
+        let t = s.issue("a", MIN).unwrap();
+        let now = SystemTime::now();
+        assert!(s.verify_at(&t, "a", Audience::Bootstrap, now).is_ok());
+        assert_eq!(
+            s.verify_at(&t, "a", Audience::Bootstrap, now + 2 * MIN),
+            Err(TokenError::Expired)
+        );
+        let at = s
+            .sign_with(
+                "a",
+                Audience::Bootstrap,
+                UNIX_EPOCH + Duration::from_millis(5000),
+                [0; 16],
+            )
+            .unwrap();
+        let base = UNIX_EPOCH + Duration::from_millis(4999);
+        assert!(s.verify_at(&at, "a", Audience::Bootstrap, base).is_ok());
+        assert_eq!(
+            s.verify_at(
+                &at,
+                "a",
+                Audience::Bootstrap,
+                base + Duration::from_millis(1)
+            ),
+            Err(TokenError::Expired)
+        );
+        let zero = s.issue("a", Duration::ZERO).unwrap();
+        assert_eq!(
+            s.verify(&zero, "a", Audience::Bootstrap),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn wrong_audience_and_sandbox() {
+        let s = signer();
+        let t = s.issue("a", MIN).unwrap();
+        assert_eq!(
+            s.verify(&t, "b", Audience::Bootstrap),
+            Err(TokenError::WrongSandbox)
+        );
+        assert_eq!(
+            s.verify(&t, "a", Audience::Cookie),
+            Err(TokenError::WrongAudience)
+        );
+        // A sandbox id that is a prefix of the other is still another sandbox.
+        let ab = s.issue("ab", MIN).unwrap();
+        assert_eq!(
+            s.verify(&ab, "a", Audience::Bootstrap),
+            Err(TokenError::WrongSandbox)
+        );
+    }
+
+    #[test]
+    fn tampering_any_character_fails() {
+        let s = signer();
+        let t = s.issue("sandbox-1", MIN).unwrap();
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for i in 0..t.len() {
+            for &c in alphabet.iter().chain(b"=.+/ ") {
+                if c == t.as_bytes()[i] {
+                    continue;
+                }
+                let mut b = t.clone().into_bytes();
+                b[i] = c;
+                let m = String::from_utf8(b).unwrap();
+                let err = s.verify(&m, "sandbox-1", Audience::Bootstrap).unwrap_err();
+                assert!(
+                    matches!(err, TokenError::BadSignature | TokenError::Malformed),
+                    "position {i}: {err:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tampering_any_decoded_byte_fails() {
+        let s = signer();
+        let t = s.issue("sandbox-1", MIN).unwrap();
+        let raw = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        for i in 0..raw.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut b = raw.clone();
+                b[i] ^= flip;
+                let m = URL_SAFE_NO_PAD.encode(&b);
+                assert_eq!(
+                    s.verify(&m, "sandbox-1", Audience::Bootstrap),
+                    Err(TokenError::BadSignature),
+                    "byte {i}"
+                );
+            }
+        }
+        // Truncated and extended tokens.
+        for n in 0..t.len() {
+            assert!(s.verify(&t[..n], "sandbox-1", Audience::Bootstrap).is_err());
+        }
+        assert!(s
+            .verify(&format!("{t}A"), "sandbox-1", Audience::Bootstrap)
+            .is_err());
+    }
+
+    #[test]
+    fn signed_but_malformed_payloads_are_malformed() {
+        // Payloads with a valid tag but a bad layout (as a holder of the key could make).
+        let s = signer();
+        let sign_raw = |payload: &[u8]| {
+            let mut mac = s.keys.current.clone();
+            mac.update(payload);
+            let mut b = payload.to_vec();
+            b.extend_from_slice(&mac.finalize().into_bytes());
+            URL_SAFE_NO_PAD.encode(b)
+        };
+        let good = |version: u8, aud: u8, id: &[u8], len: u8| {
+            let mut p = vec![version, aud];
+            p.extend_from_slice(&u64::MAX.to_be_bytes());
+            p.extend_from_slice(&[0; NONCE_LEN]);
+            p.push(len);
+            p.extend_from_slice(id);
+            p
+        };
+        assert!(s
+            .verify(&sign_raw(&good(1, 1, b"ok", 2)), "ok", Audience::Bootstrap)
+            .is_ok());
+        for p in [
+            good(2, 1, b"ok", 2),
+            good(1, 9, b"ok", 2),
+            good(1, 1, b"ok", 3),
+            good(1, 1, b"o/", 2),
+            good(1, 1, &[0xff, 0xfe], 2),
+        ] {
+            assert_eq!(
+                s.verify(&sign_raw(&p), "ok", Audience::Bootstrap),
+                Err(TokenError::Malformed)
+            );
+        }
+    }
+
+    #[test]
+    fn constant_time_compare_is_used() {
+        // `decode` compares tags through `tags_equal`, which uses `subtle::ConstantTimeEq`.
+        assert!(tags_equal(&[1, 2, 3], &[1, 2, 3]));
+        assert!(!tags_equal(&[1, 2, 3], &[1, 2, 4]));
+        assert!(!tags_equal(&[1, 2, 3], &[1, 2]));
+        assert!(!tags_equal(&[], &[0]));
+        assert!(tags_equal(&[], &[]));
+    }
+
+    #[test]
+    fn arbitrary_inputs_never_panic() {
+        let s = TokenSigner::new(KEY)
+            .unwrap()
+            .with_previous_key(KEY2)
+            .unwrap();
+        let valid: Vec<String> = ["a", "sandbox-1", &"z".repeat(64)]
+            .iter()
+            .map(|id| s.issue(id, MIN).unwrap())
+            .collect();
+        let alphabet: &[u8] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/.% \0\xc3\xa9";
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut accepted = 0;
+        for i in 0..20_000 {
+            let input: Vec<u8> = match i % 4 {
+                // Random bytes of any value.
+                0 => (0..rng.below(200)).map(|_| rng.next() as u8).collect(),
+                // Random strings over the token alphabet and a few intruders.
+                1 => (0..rng.below(200))
+                    .map(|_| alphabet[rng.below(alphabet.len())])
+                    .collect(),
+                // Mutations of valid tokens: replace, insert, delete, truncate.
+                _ => {
+                    let mut t = valid[rng.below(valid.len())].clone().into_bytes();
+                    for _ in 0..=rng.below(4) {
+                        match rng.below(4) {
+                            0 if !t.is_empty() => {
+                                let at = rng.below(t.len());
+                                t[at] = alphabet[rng.below(alphabet.len())];
+                            }
+                            1 => {
+                                let at = rng.below(t.len() + 1);
+                                t.insert(at, alphabet[rng.below(alphabet.len())]);
+                            }
+                            2 if !t.is_empty() => {
+                                t.remove(rng.below(t.len()));
+                            }
+                            _ => t.truncate(rng.below(t.len() + 1)),
+                        }
+                    }
+                    t
+                }
+            };
+            let input = String::from_utf8_lossy(&input);
+            for aud in [Audience::Bootstrap, Audience::Cookie] {
+                for id in ["a", "sandbox-1"] {
+                    if s.verify(&input, id, aud).is_ok() {
+                        accepted += 1;
+                        // Only an unmodified valid token may pass.
+                        assert!(valid.iter().any(|v| v == &*input));
+                    }
+                }
+            }
+        }
+        // Some mutations are no-ops (truncate to full length); they must be the only passes.
+        assert!(accepted < 20_000);
+    }
+}
