@@ -11,6 +11,7 @@
 //! `TOKIO_WORKER_THREADS`.
 
 mod demo;
+mod ide;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -152,9 +153,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // The host page and everything it loads are cross-origin isolated (COOP + COEP credentialless).
     let isolation = IsolationLayer::new();
 
+    let sandbox = format!("http://localhost:{port}").parse()?;
+    let (ide_api, ide_pages) = ide::routes(ide::signer()?, sandbox, proxy.clone())?;
+
     let index = index_page(port);
     let app = Router::new()
         .route("/", get(move || async move { Html(index) }))
+        .route("/ide", get(|| async { Html(IDE_PAGE) }))
+        .nest("/api", ide_api)
+        .merge(ide_pages)
         .fallback_service(previews)
         .layer(isolation)
         .layer(hosts);
@@ -185,6 +192,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// A host page for the IDE flow: it asks the token route for a link and opens it in a new tab, as
+/// a dashboard's "Open IDE" button does.
+const IDE_PAGE: &str = r#"<!doctype html><html><head><meta charset="utf-8"><title>open the IDE</title></head>
+<body><h1>Browser IDE</h1>
+<button id="open">Open the IDE for sandbox demo in a new tab</button>
+<p id="status"></p>
+<script>
+document.getElementById("open").onclick = async () => {
+  const res = await fetch("/api/dev/demo/ide-token", { method: "POST" });
+  const { url } = await res.json();
+  document.getElementById("status").textContent = "opened " + url.split("?")[0];
+  window.open(url, "_blank");
+};
+</script></body></html>"#;
+
 fn links(port: u16) -> Vec<(String, &'static str)> {
     vec![
         (
@@ -202,6 +224,10 @@ fn links(port: u16) -> Vec<(String, &'static str)> {
             "a redirect with a root-relative Location",
         ),
         (format!("/proxy/{port}/cookie"), "a Set-Cookie with Path=/"),
+        (
+            "/ide".to_owned(),
+            "the browser-IDE flow: token → cookie → /__ide/demo/",
+        ),
     ]
 }
 
