@@ -8,16 +8,27 @@
 //!
 //! ```text
 //! browser ─► your server (axum Router / hyper service)
+//!    │   wrapped by host::HostAllowlistLayer (unknown Host → 403, the DNS-rebinding guard)
+//!    │   and isolation::IsolationLayer (COOP same-origin + COEP credentialless on every answer)
 //!    │
-//!    ├─ /proxy/{port}/…    route::RouteLayer(PathMount) ─► proxy::ReverseProxy ─► dev server on localhost:{port}
-//!    │                        │ resolves a route::Target once,         │ streams bodies, strips hop-by-hop,
-//!    │                        │ attached to the request                │ splices WebSocket upgrades to the
-//!    │                        ▼                                        │ same target
-//!    │                     paths checked: no `..`, `%2f`, `\`, `//`    ▼
-//!    │                                                   connect::Connector: localhost → ::1 + 127.0.0.1
-//!    │                                                   raced (Happy Eyeballs), TLS + ALPN h2/http1.1
-//!    └─ any other route     your own handlers
+//!    ├─ /api/dev/{id}/ide?token=…  auth::Bootstrap: token ✓ once → HttpOnly cookie → 303 /__ide/{id}/
+//!    ├─ /__ide/{id}/…              auth::TunnelAuthLayer (cookie ✓, gateway cookie + Authorization
+//!    │                              removed) ─► route ─► proxy ─► the IDE in its container
+//!    ├─ /proxy/{port}/…            route::RouteLayer(PathMount) ─► sse::SseLayer ─► proxy::ReverseProxy
+//!    │                               │ resolves a route::Target once,         │ streams bodies, strips
+//!    │                               │ attached to the request                │ hop-by-hop, splices
+//!    │                               ▼                                        │ WebSocket upgrades to
+//!    │                            paths checked: no `..`, `%2f`, `\`, `//`     │ that same target
+//!    │                                                                        ▼
+//!    │                                        connect::Connector: localhost → ::1 + 127.0.0.1 raced
+//!    │                                        (Happy Eyeballs), TLS + ALPN h2 / http/1.1
+//!    ├─ cross-origin API routes    cors::CorsLayer: preflights answered first, one set of CORS headers
+//!    └─ any other route            your own handlers
 //! ```
+//!
+//! The target of a request is resolved once, for that request, and travels with it in its
+//! extensions — into the upstream request and into a WebSocket tunnel — so no connection ever falls
+//! back to a default address.
 //!
 //! # Modules
 //!
@@ -25,7 +36,12 @@
 //! |---|---|
 //! | [`proxy`] | [`ReverseProxy`](proxy::ReverseProxy): streaming, hop-by-hop, upgrades, errors as answers |
 //! | [`route`] | [`Target`](route::Target), [`Resolve`](route::Resolve), [`PathMount`](route::PathMount), path checks |
-//! | [`connect`] | [`Connector`](connect::Connector), [`LocalhostResolver`](connect::LocalhostResolver) |
+//! | [`connect`] | [`Connector`](connect::Connector), [`LocalhostResolver`](connect::LocalhostResolver): both loopbacks, TLS + ALPN |
+//! | [`sse`] | [`SseLayer`](sse::SseLayer): event streams unbuffered, uncompressed, kept alive |
+//! | [`cors`] | [`CorsLayer`](cors::CorsLayer): proxy-safe CORS, preflights, Private Network Access |
+//! | [`isolation`] | [`IsolationLayer`](isolation::IsolationLayer): COOP / COEP / CORP for `crossOriginIsolated` |
+//! | [`host`] | [`HostAllowlistLayer`](host::HostAllowlistLayer): the DNS-rebinding guard |
+//! | `auth` | `TokenSigner`, `Bootstrap`, `TunnelAuthLayer`, `NonceStore`: the IDE tunnel's token → cookie flow |
 //!
 //! # Example
 //!
@@ -48,6 +64,9 @@
 //! # Cargo features
 //!
 //! - `tls` (default): `https` upstreams with rustls (ring) and ALPN `h2` / `http/1.1`.
+//! - `auth` (default): the `auth` module (HMAC-SHA256 tokens, cookies, nonce store).
+//! - `redis`: a Redis `NonceStore` (implies `auth`), so a token spent on one replica is
+//!   spent on all.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -23,6 +23,8 @@ use sandbox_gateway::auth::{
     bootstrap_url, Bootstrap, Claims, CookieConfig, NonceStore, SecureCookie, TokenSigner,
     TunnelAuthLayer,
 };
+use sandbox_gateway::proxy::ReverseProxy;
+use sandbox_gateway::route::{RouteError, RouteLayer, Upstream};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -82,6 +84,22 @@ impl Drop for Gateway {
 }
 
 async fn gateway(cookie: CookieConfig, store: Option<Arc<dyn NonceStore>>) -> Gateway {
+    build_gateway(cookie, store, None).await
+}
+
+/// The sandbox on a real socket of its own, reached through `ReverseProxy`.
+async fn proxied_gateway() -> Gateway {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, sandbox()).await.unwrap() });
+    build_gateway(CookieConfig::default(), None, Some(addr)).await
+}
+
+async fn build_gateway(
+    cookie: CookieConfig,
+    store: Option<Arc<dyn NonceStore>>,
+    sandbox_addr: Option<SocketAddr>,
+) -> Gateway {
     let signer = TokenSigner::new(KEY).unwrap();
 
     // The host's own authenticated route issuing the link.
@@ -106,14 +124,47 @@ async fn gateway(cookie: CookieConfig, store: Option<Arc<dyn NonceStore>>) -> Ga
     }
     let bootstrap = bootstrap.build::<Body>().unwrap();
 
-    let tunnel = ServiceBuilder::new()
-        .layer(TunnelAuthLayer::new(signer.clone()).cookie(cookie))
-        .service(sandbox());
+    let guard = TunnelAuthLayer::new(signer.clone()).cookie(cookie);
+    let tunnel = match sandbox_addr {
+        // The sandbox called in-process, behind the guard alone.
+        None => Router::new().route_service(
+            "/__ide/{*rest}",
+            ServiceBuilder::new().layer(guard).service(sandbox()),
+        ),
+        // The deployment shape: guard → per-request route → ReverseProxy → the sandbox's socket.
+        Some(addr) => {
+            let upstream: Upstream = format!("http://{addr}").parse().unwrap();
+            let route = RouteLayer::new(move |parts: &http::request::Parts| {
+                let id = parts
+                    .extensions
+                    .get::<Claims>()
+                    .map(|c| c.sandbox_id().to_owned());
+                let path = parts.uri.path_and_query().cloned();
+                let upstream = upstream.clone();
+                async move {
+                    match (id.as_deref(), path) {
+                        (Some("demo"), Some(path)) => Ok(upstream.target(path)),
+                        (Some(id), _) => Err(RouteError::Unavailable(format!(
+                            "sandbox {id} is not running"
+                        ))),
+                        _ => Err(RouteError::NotFound),
+                    }
+                }
+            });
+            Router::new().route_service(
+                "/__ide/{*rest}",
+                ServiceBuilder::new()
+                    .layer(guard)
+                    .layer(route)
+                    .service(ReverseProxy::new()),
+            )
+        }
+    };
 
     let app = Router::new()
         .route("/api/dev/{id}/ide-token", post(issue))
         .route_service("/api/dev/{id}/ide", bootstrap)
-        .route_service("/__ide/{*rest}", tunnel);
+        .merge(tunnel);
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -391,6 +442,77 @@ async fn websocket_through_the_tunnel() {
         Err(WsError::Http(res)) => assert_eq!(res.status(), StatusCode::FORBIDDEN),
         other => panic!("expected 403, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn whole_flow_through_the_reverse_proxy() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let gw = proxied_gateway().await;
+    let mut browser = Browser::new(&gw);
+    let url = browser.ide_link("demo").await;
+    let boot = browser.get(&url).await;
+    assert_eq!(boot.status, StatusCode::SEE_OTHER, "{}", boot.body);
+    let cookie = browser.cookie_header("/__ide/demo/").unwrap();
+    let (gateway_cookie, _) = cookie.split_once('=').unwrap();
+
+    // HTTP: the sandbox's own echo, over its socket, sees neither the gateway cookie nor the
+    // host's Authorization; the app's cookies and the browser's Host arrive.
+    let res = browser
+        .send(
+            "GET",
+            "/__ide/demo/echo-headers?x=1",
+            &[("cookie", "theme=dark"), ("authorization", HOST_SECRET)],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let echoed = res.json();
+    assert_eq!(echoed["path"], "/__ide/demo/echo-headers");
+    assert_eq!(
+        echoed["sandbox"],
+        Value::Null,
+        "claims do not cross the network"
+    );
+    let headers = &echoed["headers"];
+    assert!(headers.get("authorization").is_none(), "{headers}");
+    assert_eq!(headers["cookie"], json!(["theme=dark"]), "{headers}");
+    assert_eq!(headers["host"], json!([gw.addr.to_string()]));
+    assert!(!res.body.contains(gateway_cookie), "{}", res.body);
+
+    // WebSocket: the upgrade passes the guard and is spliced to the sandbox.
+    let ws_url = format!("ws://{}/__ide/demo/ws", gw.addr);
+    let mut req = ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut ws, res) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(req))
+        .await
+        .unwrap()
+        .expect("upgrade admitted");
+    assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for n in 0..3 {
+        ws.send(Message::text(format!("m{n}"))).await.unwrap();
+        let reply = tokio::time::timeout(STEP, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.into_text().unwrap().as_str(), format!("echo:m{n}"));
+    }
+    ws.close(None).await.unwrap();
+
+    // Without a cookie neither HTTP nor the upgrade gets through.
+    let mut stranger = Browser::new(&gw);
+    assert_eq!(
+        stranger.get("/__ide/demo/echo-headers").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let req = ws_url.as_str().into_client_request().unwrap();
+    assert!(
+        tokio::time::timeout(STEP, tokio_tungstenite::connect_async(req))
+            .await
+            .unwrap()
+            .is_err()
+    );
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! CorsLayer over real sockets: an axum gateway forwarding to a real upstream that sends its own
+//! CorsLayer over real sockets: an axum gateway whose `ReverseProxy` forwards to a real upstream that sends its own
 //! CORS headers, preflights answered before authentication, CORS headers on error answers.
 
 use std::net::SocketAddr;
@@ -17,6 +17,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use sandbox_gateway::cors::{AllowOrigin, CorsLayer};
+use sandbox_gateway::proxy::ReverseProxy;
+use sandbox_gateway::route::Upstream;
+use tower::ServiceExt;
 
 const APP: &str = "https://k3x.local-credentialless.webcontainer-api.io";
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,12 +66,12 @@ async fn upstream() -> SocketAddr {
 
 #[derive(Clone)]
 struct Gateway {
-    upstream: SocketAddr,
-    client: Client<HttpConnector, Body>,
+    proxy: ReverseProxy,
     calls: Arc<AtomicUsize>,
 }
 
-/// A gateway that requires a bearer token and forwards to the upstream; 502 when it is down.
+/// A gateway that requires a bearer token and hands the request to the crate's `ReverseProxy`
+/// (which answers 502 itself when the upstream is down).
 async fn forward(State(g): State<Gateway>, req: Request) -> Response {
     g.calls.fetch_add(1, Ordering::SeqCst);
     if req
@@ -79,25 +82,20 @@ async fn forward(State(g): State<Gateway>, req: Request) -> Response {
     {
         return (StatusCode::UNAUTHORIZED, "no token").into_response();
     }
-    let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    parts.uri = format!("http://{}{}", g.upstream, path).parse().unwrap();
-    parts.headers.remove(header::HOST);
-    match g.client.request(Request::from_parts(parts, body)).await {
+    match g.proxy.oneshot(req).await {
         Ok(res) => res.map(Body::new),
-        Err(_) => (StatusCode::BAD_GATEWAY, "upstream unreachable").into_response(),
+        Err(never) => match never {},
     }
 }
 
 async fn gateway(upstream: SocketAddr, cors: CorsLayer) -> (SocketAddr, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
+    let proxy = ReverseProxy::builder()
+        .upstream(format!("http://{upstream}").parse::<Upstream>().unwrap())
+        .build()
+        .unwrap();
     let state = Gateway {
-        upstream,
-        client: client(),
+        proxy,
         calls: calls.clone(),
     };
     let router = Router::new()
@@ -346,8 +344,10 @@ async fn tower_http_cors_leaks_the_upstream_wildcard_where_ours_does_not() {
     let up = upstream().await;
     let calls = Arc::new(AtomicUsize::new(0));
     let state = Gateway {
-        upstream: up,
-        client: client(),
+        proxy: ReverseProxy::builder()
+            .upstream(format!("http://{up}").parse::<Upstream>().unwrap())
+            .build()
+            .unwrap(),
         calls: calls.clone(),
     };
     let theirs =
