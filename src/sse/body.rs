@@ -58,6 +58,14 @@ pin_project! {
     }
 }
 
+/// A passthrough body of `B` built from bytes, so that layers answering by themselves (CORS
+/// preflights, Host refusals, …) can be stacked outside [`SseLayer`](super::SseLayer).
+impl<B: From<Bytes>> From<Bytes> for SseBody<B> {
+    fn from(bytes: Bytes) -> Self {
+        Self::passthrough(B::from(bytes))
+    }
+}
+
 impl<B> SseBody<B> {
     /// A body that forwards `inner` as it is.
     pub fn passthrough(inner: B) -> Self {

@@ -1,0 +1,782 @@
+//! The three field scenarios in a real browser: headless Chromium driven over WebDriver
+//! (chromedriver + fantoccini). CORS, cross-origin isolation, cookies, new tabs, EventSource and
+//! WebSocket are enforced by the browser, so only a browser can prove them.
+//!
+//! These tests are `#[ignore]`d so that a plain `cargo test` passes on a machine without a
+//! browser; `./scripts/test` (and CI) installs Debian's `chromium` and `chromium-driver` and runs
+//! them with `--include-ignored`. Run them alone with
+//! `cargo test --all-features --test browser -- --include-ignored`.
+//!
+//! Each scenario is a check that returns what the browser saw; every scenario is run once against
+//! the full stack (it must pass) and once against a stack missing its key layer (it must fail), so
+//! the suite notices when a layer stops doing its job.
+#![cfg(feature = "auth")]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::{stream, StreamExt};
+use hyper_util::client::legacy::connect::HttpConnector;
+use sandbox_gateway::auth::{bootstrap_url, Bootstrap, CookieConfig, TokenSigner, TunnelAuthLayer};
+use sandbox_gateway::cors::{AllowOrigin, CorsLayer};
+use sandbox_gateway::isolation::IsolationLayer;
+use sandbox_gateway::proxy::ReverseProxy;
+use sandbox_gateway::route::{PathMount, RouteError, RouteLayer, Upstream};
+use sandbox_gateway::sse::SseLayer;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Mutex};
+use tower::ServiceBuilder;
+
+/// How long the browser gets for one scenario step.
+const STEP: Duration = Duration::from_secs(20);
+/// How long a scenario that is expected to fail is watched before it is declared failed.
+const SHORT: Duration = Duration::from_secs(4);
+
+/// One Chromium at a time: two cores do not run several browsers well.
+static BROWSER_LOCK: Mutex<()> = Mutex::const_new(());
+
+// ---------------------------------------------------------------------------------------------
+// The harness: chromedriver in a process group of its own, killed with its browsers on drop.
+
+struct Driver {
+    child: Child,
+    url: String,
+    _profiles: Vec<TempDir>,
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let exe = which("chromedriver").unwrap_or_else(|| {
+            panic!(
+                "chromedriver not found: install Debian's chromium and chromium-driver \
+                 (./scripts/test does) to run the browser suite"
+            )
+        });
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut cmd = Command::new(exe);
+        cmd.arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        let child = cmd.spawn().expect("spawn chromedriver");
+        let url = format!("http://127.0.0.1:{port}");
+        let driver = Driver {
+            child,
+            url,
+            _profiles: Vec::new(),
+        };
+        // Wait until it accepts connections, bounded.
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return driver;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not start listening within 10 s");
+    }
+
+    /// A fresh browser: its own profile, so its own cookie jar.
+    async fn browser(&mut self) -> Client {
+        let profile = TempDir::new("profile");
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-popup-blocking".to_owned(),
+            format!("--user-data-dir={}", profile.path.display()),
+        ];
+        if std::env::var_os("BROWSER_LOG").is_some() {
+            args.push("--enable-logging=stderr".to_owned());
+        }
+        let mut options = json!({ "args": args });
+        if let Some(bin) = which("chromium") {
+            options["binary"] = json!(bin.display().to_string());
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert("goog:chromeOptions".to_owned(), options);
+        self._profiles.push(profile);
+        let client = tokio::time::timeout(
+            STEP,
+            ClientBuilder::new(HttpConnector::new())
+                .capabilities(caps)
+                .connect(&self.url),
+        )
+        .await
+        .expect("starting Chromium timed out")
+        .expect("start a Chromium session");
+        client
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The whole group: chromedriver and every Chromium it started.
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(format!("-{}", self.child.id()))
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir {
+    path: std::path::PathBuf,
+}
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "sgw-browser-{what}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Waits for the page to write `<pre id="done">JSON</pre>`, and returns the JSON.
+async fn result(browser: &Client, within: Duration) -> Result<Value, String> {
+    let found = browser
+        .wait()
+        .at_most(within)
+        .every(Duration::from_millis(100))
+        .for_element(Locator::Id("done"))
+        .await;
+    match found {
+        Ok(el) => {
+            let text = el.text().await.map_err(|e| e.to_string())?;
+            serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+        }
+        Err(_) => {
+            let body = browser
+                .find(Locator::Css("body"))
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .unwrap_or_default();
+            Err(format!("the page reported nothing; it shows: {body:?}"))
+        }
+    }
+}
+
+async fn serve(addr: &str, router: Router) -> SocketAddr {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let local = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    local
+}
+
+/// A WebSocket echo: answers every text message `m` with `echo:m`.
+async fn ws_echo(up: WebSocketUpgrade) -> Response {
+    up.on_upgrade(|mut socket: WebSocket| async move {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if let AxMessage::Text(t) = msg {
+                let reply = format!("echo:{}", t.as_str());
+                if socket.send(AxMessage::Text(reply.into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+/// An event stream of three events, then held open.
+async fn three_events() -> Response {
+    let events =
+        stream::iter((1..=3).map(|n| Ok::<_, Infallible>(Bytes::from(format!("data: {n}\n\n")))))
+            .chain(stream::pending());
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(events),
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario "preview": a dev server bound only to [::1], loaded through /proxy/{port}/.
+
+/// The dev server's page: opens a WebSocket and an EventSource by relative URL (so through the
+/// mount) and reports what arrived.
+const PREVIEW_PAGE: &str = r#"<!doctype html><title>dev server</title><body><h1>dev server</h1>
+<script>
+const out = {};
+function finish() {
+  if (out.ws === undefined || out.sse === undefined || document.getElementById('done')) return;
+  const p = document.createElement('pre'); p.id = 'done'; p.textContent = JSON.stringify(out);
+  document.body.append(p);
+}
+const ws = new WebSocket(new URL('ws', location.href).href.replace(/^http/, 'ws'));
+ws.onopen = () => ws.send('hmr');
+ws.onmessage = (e) => { out.ws = e.data; finish(); };
+ws.onerror = () => { out.ws = 'error'; finish(); };
+const seen = [];
+const es = new EventSource('events');
+es.onmessage = (e) => { seen.push(e.data); if (seen.length === 3) { es.close(); out.sse = seen; finish(); } };
+es.onerror = () => { if (seen.length < 3) { es.close(); out.sse = 'error'; finish(); } };
+</script>"#;
+
+async fn dev_server_on_v6_loopback() -> SocketAddr {
+    let router = Router::new()
+        .route("/", get(|| async { Html(PREVIEW_PAGE) }))
+        .route("/ws", any(ws_echo))
+        .route("/events", get(three_events));
+    serve("[::1]:0", router).await
+}
+
+/// The preview gateway: `/proxy/{port}/` → `localhost:{port}`, or, without the localhost
+/// connector's knowledge of both loopbacks, a proxy aimed at `127.0.0.1:{port}`.
+async fn preview_gateway(dev_port: u16, via_localhost: bool) -> SocketAddr {
+    let proxy = ServiceBuilder::new().layer(SseLayer::new());
+    let router = if via_localhost {
+        Router::new().route_service(
+            "/proxy/{*rest}",
+            proxy
+                .layer(RouteLayer::new(
+                    PathMount::strip("/proxy").allow_port(dev_port),
+                ))
+                .service(ReverseProxy::new()),
+        )
+    } else {
+        let upstream: Upstream = format!("http://127.0.0.1:{dev_port}").parse().unwrap();
+        let prefix = format!("/proxy/{dev_port}");
+        Router::new().route_service(
+            "/proxy/{*rest}",
+            proxy
+                .layer(RouteLayer::new(move |parts: &http::request::Parts| {
+                    let pq = parts
+                        .uri
+                        .path_and_query()
+                        .map(|pq| pq.as_str())
+                        .unwrap_or("/");
+                    let rest = pq.strip_prefix(prefix.as_str()).unwrap_or(pq).to_owned();
+                    let upstream = upstream.clone();
+                    async move {
+                        let rest = rest
+                            .parse()
+                            .map_err(|_| RouteError::BadPath("invalid path"))?;
+                        Ok(upstream.target(rest))
+                    }
+                }))
+                .service(ReverseProxy::new()),
+        )
+    };
+    serve("127.0.0.1:0", router).await
+}
+
+async fn preview_scenario(
+    browser: &Client,
+    gateway: SocketAddr,
+    dev_port: u16,
+) -> Result<(), String> {
+    browser
+        .goto(&format!(
+            "http://localhost:{}/proxy/{dev_port}/",
+            gateway.port()
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let seen = result(browser, STEP).await?;
+    if seen["ws"] != "echo:hmr" {
+        return Err(format!("WebSocket through the proxy: {seen}"));
+    }
+    if seen["sse"] != json!(["1", "2", "3"]) {
+        return Err(format!("EventSource through the proxy: {seen}"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+async fn preview_of_a_dev_server_bound_only_to_v6_loopback() {
+    let _one = BROWSER_LOCK.lock().await;
+    let mut driver = Driver::start().await;
+    let browser = driver.browser().await;
+    let dev = dev_server_on_v6_loopback().await;
+
+    let gateway = preview_gateway(dev.port(), true).await;
+    let outcome = preview_scenario(&browser, gateway, dev.port()).await;
+    assert_eq!(outcome, Ok(()));
+
+    // Without the localhost connector (a proxy aimed at 127.0.0.1), the same page never loads.
+    let broken = preview_gateway(dev.port(), false).await;
+    let outcome = preview_scenario(&browser, broken, dev.port()).await;
+    assert!(
+        outcome.is_err(),
+        "a proxy aimed at 127.0.0.1 reached a [::1]-only server"
+    );
+    let body = browser
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("could not connect"), "{body}");
+
+    browser.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario "IDE": token route → bootstrap in a new tab → cookie → tunnel with a WebSocket.
+
+const KEY: &[u8; 32] = b"browser-suite-key-0123456789abcd";
+
+/// The IDE's page inside the sandbox (served under its kept path `/__ide/demo/`).
+const IDE_PAGE: &str = r#"<!doctype html><title>ide</title><body><h1>ide</h1>
+<script>
+const ws = new WebSocket(new URL('ws', location.href).href.replace(/^http/, 'ws'));
+function finish(v) {
+  if (document.getElementById('done')) return;
+  const p = document.createElement('pre'); p.id = 'done';
+  p.textContent = JSON.stringify({ ws: v, cookie: document.cookie, path: location.pathname, search: location.search });
+  document.body.append(p);
+}
+ws.onopen = () => ws.send('keystroke');
+ws.onmessage = (e) => finish(e.data);
+ws.onerror = () => finish('error');
+</script>"#;
+
+/// The host's dashboard page: opens the IDE in a new tab the way platforms do.
+const DASHBOARD: &str = r#"<!doctype html><title>dashboard</title><body>
+<button id="open" onclick="openIde()">Open IDE</button>
+<script>
+async function openIde() {
+  const tab = window.open('about:blank', '_blank');
+  const res = await fetch('/api/dev/demo/ide-token', { method: 'POST' });
+  const { url } = await res.json();
+  tab.location = url;
+}
+</script>"#;
+
+async fn ide_sandbox() -> SocketAddr {
+    let router = Router::new()
+        .route("/__ide/demo/", get(|| async { Html(IDE_PAGE) }))
+        .route("/__ide/demo/ws", any(ws_echo));
+    serve("127.0.0.1:0", router).await
+}
+
+async fn ide_gateway(sandbox: SocketAddr, guarded: bool) -> SocketAddr {
+    let signer = TokenSigner::new(KEY).unwrap();
+    let issue = {
+        let signer = signer.clone();
+        // A real host guards this route with its own session; the suite is that host's user.
+        move || async move {
+            let token = signer.issue("demo", Duration::from_secs(60)).unwrap();
+            Json(json!({ "url": bootstrap_url("demo", &token) }))
+        }
+    };
+    let bootstrap = Bootstrap::builder(signer.clone())
+        .cookie(CookieConfig::default())
+        .build::<Body>()
+        .unwrap();
+    let upstream: Upstream = format!("http://{sandbox}").parse().unwrap();
+    let route = RouteLayer::new(move |parts: &http::request::Parts| {
+        let path = parts.uri.path_and_query().cloned();
+        let upstream = upstream.clone();
+        async move {
+            let path = path.ok_or(RouteError::NotFound)?;
+            if !path.path().starts_with("/__ide/demo/") {
+                return Err(RouteError::NotFound);
+            }
+            Ok(upstream.target(path))
+        }
+    });
+    let tunnel = if guarded {
+        Router::new().route_service(
+            "/__ide/{*rest}",
+            ServiceBuilder::new()
+                .layer(TunnelAuthLayer::new(signer).cookie(CookieConfig::default()))
+                .layer(route)
+                .service(ReverseProxy::new()),
+        )
+    } else {
+        Router::new().route_service(
+            "/__ide/{*rest}",
+            ServiceBuilder::new()
+                .layer(route)
+                .service(ReverseProxy::new()),
+        )
+    };
+    let router = Router::new()
+        .route("/", get(|| async { Html(DASHBOARD) }))
+        .route("/api/dev/demo/ide-token", post(issue))
+        .route_service("/api/dev/{id}/ide", bootstrap)
+        .merge(tunnel);
+    serve("127.0.0.1:0", router).await
+}
+
+/// The dashboard opens the IDE in a new tab; returns what the IDE page reported there.
+async fn open_ide_in_new_tab(browser: &Client, gateway: SocketAddr) -> Result<Value, String> {
+    browser
+        .goto(&format!("http://127.0.0.1:{}/", gateway.port()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let home = browser.window().await.map_err(|e| e.to_string())?;
+    browser
+        .find(Locator::Id("open"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut tab = None;
+    for _ in 0..100 {
+        let windows = browser.windows().await.map_err(|e| e.to_string())?;
+        if let Some(w) = windows.into_iter().find(|w| *w != home) {
+            tab = Some(w);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tab = tab.ok_or("no new tab opened")?;
+    browser
+        .switch_to_window(tab)
+        .await
+        .map_err(|e| e.to_string())?;
+    result(browser, STEP).await
+}
+
+/// A browser that never went through the bootstrap opens the tunnel directly.
+async fn stranger_reaches_tunnel(browser: &Client, gateway: SocketAddr) -> Result<Value, String> {
+    browser
+        .goto(&format!("http://127.0.0.1:{}/__ide/demo/", gateway.port()))
+        .await
+        .map_err(|e| e.to_string())?;
+    result(browser, SHORT).await
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+async fn ide_opens_in_a_new_tab_with_an_httponly_cookie() {
+    let _one = BROWSER_LOCK.lock().await;
+    let mut driver = Driver::start().await;
+    let sandbox = ide_sandbox().await;
+    let gateway = ide_gateway(sandbox, true).await;
+
+    let browser = driver.browser().await;
+    let seen = open_ide_in_new_tab(&browser, gateway).await.unwrap();
+    assert_eq!(seen["ws"], "echo:keystroke", "{seen}");
+    assert_eq!(seen["path"], "/__ide/demo/", "landed in the tunnel: {seen}");
+    assert_eq!(
+        seen["search"], "",
+        "the token is not left in the URL: {seen}"
+    );
+    assert_eq!(seen["cookie"], "", "the session cookie is HttpOnly: {seen}");
+    // The cookie is there all the same: the browser sends it on a reload.
+    browser.refresh().await.unwrap();
+    let again = result(&browser, STEP).await.unwrap();
+    assert_eq!(again["ws"], "echo:keystroke");
+
+    // A fresh browser context without the bootstrap is refused.
+    let stranger = driver.browser().await;
+    let refused = stranger_reaches_tunnel(&stranger, gateway).await;
+    assert!(
+        refused.is_err(),
+        "a stranger opened the tunnel: {refused:?}"
+    );
+    let body = stranger
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("No IDE session"), "{body}");
+
+    // Without the tunnel guard the same stranger walks in: the check above would catch it.
+    let open_gateway = ide_gateway(sandbox, false).await;
+    let walked_in = stranger_reaches_tunnel(&stranger, open_gateway).await;
+    assert!(walked_in.is_ok(), "{walked_in:?}");
+
+    stranger.close().await.unwrap();
+    browser.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario "app builder": an app on a foreign origin streams an API answer through the gateway;
+// the host page is cross-origin isolated.
+
+/// The page of the app (served on its own origin): POSTs JSON with Authorization to the gateway
+/// and reads the event stream chunk by chunk, acknowledging each event to its own server.
+const APP_PAGE: &str = r#"<!doctype html><title>app</title><body><h1>app</h1>
+<script>
+(async () => {
+  const out = { events: [] };
+  try {
+    const res = await fetch(GATEWAY + '/api/proxy/demo-llm', {
+      method: 'POST',
+      headers: { 'Authorization': 'Bearer app-session', 'Content-Type': 'application/json' },
+      body: JSON.stringify({ prompt: 'hello' }),
+    });
+    out.status = res.status;
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buf = '';
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buf += decoder.decode(value, { stream: true });
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const event = buf.slice(0, i); buf = buf.slice(i + 2);
+        const data = event.replace(/^data: /, '');
+        out.events.push(data);
+        await fetch('/ack?k=' + out.events.length);
+      }
+    }
+  } catch (e) {
+    out.error = String(e);
+  }
+  const p = document.createElement('pre'); p.id = 'done'; p.textContent = JSON.stringify(out);
+  document.body.append(p);
+})();
+</script>"#;
+
+/// The gateway's own page: reports whether it is cross-origin isolated.
+const HOST_PAGE: &str = r#"<!doctype html><title>host</title><body><h1>host</h1>
+<script>
+let sab = false;
+try { new SharedArrayBuffer(8); sab = true; } catch (e) {}
+const p = document.createElement('pre'); p.id = 'done';
+p.textContent = JSON.stringify({ isolated: self.crossOriginIsolated, sab });
+document.body.append(p);
+</script>"#;
+
+const EVENTS: usize = 10;
+
+/// The API upstream sends event k+1 only after the app acknowledged event k, so the events can
+/// only all arrive if each was delivered to the page before the next was written.
+async fn llm_upstream(acks: Arc<Mutex<mpsc::Receiver<usize>>>) -> SocketAddr {
+    async fn answer(State(acks): State<Arc<Mutex<mpsc::Receiver<usize>>>>) -> Response {
+        let events = stream::unfold(0usize, move |k| {
+            let acks = acks.clone();
+            async move {
+                if k == EVENTS {
+                    return None;
+                }
+                if k > 0 {
+                    // Wait for the acknowledgement of event k, bounded.
+                    let got = tokio::time::timeout(STEP, acks.lock().await.recv()).await;
+                    if !matches!(got, Ok(Some(n)) if n == k) {
+                        return Some((
+                            Err(std::io::Error::other("event not acknowledged")),
+                            EVENTS,
+                        ));
+                    }
+                }
+                Some((Ok(Bytes::from(format!("data: token{}\n\n", k + 1))), k + 1))
+            }
+        });
+        (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            Body::from_stream(events),
+        )
+            .into_response()
+    }
+    serve(
+        "127.0.0.1:0",
+        Router::new()
+            .route("/api/proxy/demo-llm", post(answer))
+            .with_state(acks),
+    )
+    .await
+}
+
+struct AppGateway {
+    cors: bool,
+    isolation: bool,
+}
+
+async fn app_gateway(upstream: SocketAddr, allowed_origin: &str, with: AppGateway) -> SocketAddr {
+    let upstream: Upstream = format!("http://{upstream}").parse().unwrap();
+    let api = ServiceBuilder::new()
+        .layer(SseLayer::new())
+        .layer(RouteLayer::new(upstream))
+        .service(ReverseProxy::new());
+    let api = if with.cors {
+        let cors = CorsLayer::builder()
+            .allow_origin(AllowOrigin::list([allowed_origin]))
+            .allow_methods([Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .build()
+            .unwrap();
+        Router::new().route_service(
+            "/api/proxy/{*rest}",
+            ServiceBuilder::new().layer(cors).service(api),
+        )
+    } else {
+        Router::new().route_service("/api/proxy/{*rest}", api)
+    };
+    let mut router = Router::new()
+        .route("/", get(|| async { Html(HOST_PAGE) }))
+        .merge(api);
+    if with.isolation {
+        router = router.layer(IsolationLayer::new());
+    }
+    serve("127.0.0.1:0", router).await
+}
+
+async fn app_calls_api(browser: &Client, app: SocketAddr) -> Result<Value, String> {
+    browser
+        .goto(&format!("http://127.0.0.1:{}/", app.port()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let seen = result(browser, STEP).await?;
+    let expected: Vec<String> = (1..=EVENTS).map(|k| format!("token{k}")).collect();
+    if seen["status"] != 200 || seen["events"] != json!(expected) {
+        return Err(format!("the app's streamed call: {seen}"));
+    }
+    Ok(seen)
+}
+
+async fn host_page_isolated(browser: &Client, gateway: SocketAddr) -> Result<(), String> {
+    browser
+        .goto(&format!("http://localhost:{}/", gateway.port()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let seen = result(browser, STEP).await?;
+    if seen != json!({ "isolated": true, "sab": true }) {
+        return Err(format!(
+            "the host page is not cross-origin isolated: {seen}"
+        ));
+    }
+    Ok(())
+}
+
+/// One app origin with its acknowledgement channel and its API upstream, and a gateway in front.
+async fn app_builder_stack(with: AppGateway, allow_the_app: bool) -> (SocketAddr, SocketAddr) {
+    let (tx, rx) = mpsc::channel(EVENTS);
+    let upstream = llm_upstream(Arc::new(Mutex::new(rx))).await;
+    // The gateway's port must be known to the app page, and the app's origin to the gateway:
+    // reserve the app's port first.
+    let app_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app_port = app_listener.local_addr().unwrap().port();
+    drop(app_listener);
+    let app_origin_str = format!("http://127.0.0.1:{app_port}");
+    let allowed = if allow_the_app {
+        app_origin_str.clone()
+    } else {
+        "http://127.0.0.1:1".to_owned()
+    };
+    let gateway = app_gateway(upstream, &allowed, with).await;
+    let router_origin = format!("http://localhost:{}", gateway.port());
+    let app = {
+        let page = APP_PAGE.replace("GATEWAY", &format!("{router_origin:?}"));
+        let router = Router::new()
+            .route("/", get(move || async move { Html(page) }))
+            .route(
+                "/ack",
+                get(
+                    move |q: axum::extract::Query<std::collections::HashMap<String, usize>>| {
+                        let acks = tx.clone();
+                        async move {
+                            let _ = acks.send(q.0.get("k").copied().unwrap_or(0)).await;
+                            StatusCode::NO_CONTENT
+                        }
+                    },
+                ),
+            );
+        serve(&format!("127.0.0.1:{app_port}"), router).await
+    };
+    (app, gateway)
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+async fn app_builder_streams_a_cross_origin_api_call() {
+    let _one = BROWSER_LOCK.lock().await;
+    let mut driver = Driver::start().await;
+    let browser = driver.browser().await;
+
+    let full = AppGateway {
+        cors: true,
+        isolation: true,
+    };
+    let (app, gateway) = app_builder_stack(full, true).await;
+    let seen = app_calls_api(&browser, app).await;
+    assert!(seen.is_ok(), "{seen:?}");
+    assert_eq!(host_page_isolated(&browser, gateway).await, Ok(()));
+
+    // A disallowed origin's fetch fails in the browser.
+    let full = AppGateway {
+        cors: true,
+        isolation: true,
+    };
+    let (app, _) = app_builder_stack(full, false).await;
+    let refused = app_calls_api(&browser, app).await;
+    assert!(
+        matches!(&refused, Err(e) if e.contains("TypeError")),
+        "{refused:?}"
+    );
+
+    // Without the CORS layer the allowed app is refused by the browser too…
+    let (app, _) = app_builder_stack(
+        AppGateway {
+            cors: false,
+            isolation: true,
+        },
+        true,
+    )
+    .await;
+    assert!(app_calls_api(&browser, app).await.is_err());
+    // …and without the isolation layer the host page loses crossOriginIsolated.
+    let (_, gateway) = app_builder_stack(
+        AppGateway {
+            cors: true,
+            isolation: false,
+        },
+        true,
+    )
+    .await;
+    assert!(host_page_isolated(&browser, gateway).await.is_err());
+
+    browser.close().await.unwrap();
+}
