@@ -73,7 +73,11 @@ impl Driver {
         cmd.arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(if std::env::var_os("BROWSER_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         #[cfg(unix)]
         {
             use std::os::unix::process::CommandExt;
