@@ -91,15 +91,10 @@ pub fn app(
 }
 
 fn signer() -> Result<TokenSigner, Error> {
-    let key = match std::env::var("GATEWAY_IDE_KEY") {
-        Ok(k) => k.into_bytes(),
-        Err(_) => {
-            let mut k = vec![0u8; 32];
-            getrandom::fill(&mut k)?;
-            k
-        }
-    };
-    Ok(TokenSigner::new(key)?)
+    match std::env::var("GATEWAY_IDE_KEY") {
+        Ok(key) => Ok(TokenSigner::new(key)?),
+        Err(_) => Ok(TokenSigner::random()?),
+    }
 }
 
 async fn nonce_store() -> Result<Arc<dyn NonceStore>, Error> {

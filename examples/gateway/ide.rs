@@ -17,15 +17,10 @@ use tower::ServiceBuilder;
 
 /// The signing key: `GATEWAY_IDE_KEY` (≥ 32 bytes, shared by every replica) or a random one.
 pub fn signer() -> Result<TokenSigner, Box<dyn std::error::Error>> {
-    let key = match std::env::var("GATEWAY_IDE_KEY") {
-        Ok(k) => k.into_bytes(),
-        Err(_) => {
-            let mut k = vec![0u8; 32];
-            getrandom::fill(&mut k).map_err(|e| format!("no randomness: {e}"))?;
-            k
-        }
-    };
-    Ok(TokenSigner::new(key)?)
+    match std::env::var("GATEWAY_IDE_KEY") {
+        Ok(key) => Ok(TokenSigner::new(key)?),
+        Err(_) => Ok(TokenSigner::random()?),
+    }
 }
 
 /// Routes for the IDE flow: `POST /api/dev/demo/ide-token`, `GET /api/dev/{id}/ide?token=…`, and the

@@ -224,6 +224,19 @@ impl TokenSigner {
         })
     }
 
+    /// A signer with a fresh random key of [`MIN_KEY_LEN`] bytes from the operating system.
+    ///
+    /// Right for a single gateway process: its tokens and cookies end when it restarts. Replicas
+    /// that verify each other's tokens need one shared key: use [`new`](Self::new).
+    pub fn random() -> Result<Self, IssueError> {
+        let mut key = [0u8; MIN_KEY_LEN];
+        getrandom::fill(&mut key).map_err(IssueError::Randomness)?;
+        let signer =
+            Self::new(key).map_err(|_| IssueError::Randomness(getrandom::Error::UNEXPECTED));
+        key.fill(0);
+        signer
+    }
+
     /// Adds a previous key: tokens signed with it still verify, new tokens are signed with the
     /// current key. Call once per retired key that may still have live tokens.
     pub fn with_previous_key(self, key: impl AsRef<[u8]>) -> Result<Self, KeyError> {
@@ -680,5 +693,17 @@ mod tests {
         }
         // Some mutations are no-ops (truncate to full length); they must be the only passes.
         assert!(accepted < 20_000);
+    }
+
+    #[test]
+    fn random_signers_have_distinct_keys() {
+        let a = TokenSigner::random().unwrap();
+        let b = TokenSigner::random().unwrap();
+        let token = a.issue("demo", Duration::from_secs(60)).unwrap();
+        assert!(a.verify(&token, "demo", Audience::Bootstrap).is_ok());
+        assert_eq!(
+            b.verify(&token, "demo", Audience::Bootstrap).unwrap_err(),
+            TokenError::BadSignature
+        );
     }
 }
