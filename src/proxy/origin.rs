@@ -23,8 +23,9 @@ use http::uri::Authority;
 pub enum OriginCheck {
     /// No check.
     Off,
-    /// The Origin's host (and port, when both name one) must equal the host the browser used:
-    /// `Forwarded: host=`, else `X-Forwarded-Host`, else `Host` (code-server's rule). The default.
+    /// The Origin's host and port must equal the host and port the browser used: `Forwarded: host=`,
+    /// else `X-Forwarded-Host`, else `Host` (code-server's rule). Host names compare
+    /// case-insensitively; a missing port is the default port of the Origin's scheme. The default.
     #[default]
     SameOrigin,
     /// The Origin must be one of these: exact origins (`https://app.example.com`) or subdomain
@@ -123,6 +124,10 @@ fn same_origin(origin: &str, parts: &Parts) -> bool {
     let Some((scheme, rest)) = origin.split_once("://") else {
         return false;
     };
+    // An origin is `scheme://host[:port]`: no user info, no path.
+    if rest.contains(['@', '/', '?', '#']) {
+        return false;
+    }
     let Ok(o) = rest.parse::<Authority>() else {
         return false;
     };
@@ -140,10 +145,9 @@ fn same_origin(origin: &str, parts: &Parts) -> bool {
         "https" | "wss" => 443,
         _ => 80,
     };
-    match (o.port_u16().unwrap_or(default_port), h.port_u16()) {
-        (op, Some(hp)) => op == hp,
-        (_, None) => true,
-    }
+    // A Host without a port names the default port of the scheme the browser used, which for a
+    // same-origin page is the Origin's scheme.
+    o.port_u16().unwrap_or(default_port) == h.port_u16().unwrap_or(default_port)
 }
 
 #[cfg(test)]
@@ -203,6 +207,35 @@ mod tests {
             .is_ok());
         assert!(c
             .check(&parts(&[("host", "a.com"), ("origin", "null")]))
+            .is_err());
+        assert!(
+            c.check(&parts(&[
+                ("host", "a.com"),
+                ("origin", "http://a.com:8080")
+            ]))
+            .is_err(),
+            "a Host without a port is the default port"
+        );
+        assert!(c
+            .check(&parts(&[("host", "a.com"), ("origin", "http://a.com:80")]))
+            .is_ok());
+        assert!(c
+            .check(&parts(&[
+                ("host", "a.com:8443"),
+                ("origin", "https://a.com")
+            ]))
+            .is_err());
+        assert!(c
+            .check(&parts(&[
+                ("host", "a.com"),
+                ("origin", "http://a.com.evil.com")
+            ]))
+            .is_err());
+        assert!(c
+            .check(&parts(&[
+                ("host", "a.com"),
+                ("origin", "http://user@a.com")
+            ]))
             .is_err());
         assert!(c
             .check(&parts(&[

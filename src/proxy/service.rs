@@ -130,9 +130,12 @@ impl<R> ReverseProxy<R> {
         self.shared.tunnels.open()
     }
 
-    /// Closes every open tunnel (both sides' connections are dropped) and every tunnel opened until
-    /// [`reopen_tunnels`](Self::reopen_tunnels): the clean shutdown path, to call when the server stops
-    /// accepting connections.
+    /// Closes every open tunnel (both sides' connections are dropped, without a WebSocket close
+    /// frame: the proxy never parses or injects frames) and refuses new upgrades with `503` until
+    /// [`reopen_tunnels`](Self::reopen_tunnels), before any upstream connection is opened. This is the
+    /// clean shutdown path, to call when the server stops accepting connections: graceful HTTP
+    /// shutdown does not wait for upgraded connections, which no longer belong to the server.
+    /// An upgrade already forwarded when this is called is closed as soon as its tunnel starts.
     pub fn close_tunnels(&self) {
         self.shared.tunnels.close_all();
     }
@@ -361,6 +364,9 @@ where
             if let Err(origin) = self.origin_check.check(&parts) {
                 tracing::warn!(upstream = %target.authority(), %origin, "upgrade refused: origin not allowed");
                 return error_response(&ProxyError::OriginRejected(origin));
+            }
+            if self.tunnels.closed() {
+                return error_response(&ProxyError::TunnelsClosed);
             }
             match parts.extensions.remove::<OnUpgrade>() {
                 Some(on) => downstream_upgrade = Some(on),
