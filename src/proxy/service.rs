@@ -43,9 +43,13 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// - Hop-by-hop headers are removed both ways (`Connection` and every header it names,
 ///   `Keep-Alive`, `Proxy-*`, `TE` except `trailers`, `Trailer`, `Transfer-Encoding`, `Upgrade`
 ///   unless upgrading); several `Set-Cookie` stay separate; HTTP/2 cookie fields are joined.
-/// - Upgrades (WebSocket) go to the same target, over HTTP/1.1; the upstream's `101` is relayed and
-///   bytes are spliced both ways ([`OriginCheck`] guards them). Any other answer to an upgrade is
-///   passed to the client as it is.
+/// - Upgrades (WebSocket) go to the same target, over HTTP/1.1, with their `Sec-WebSocket-*`
+///   fields untouched; the upstream's `101` is relayed with its headers (subprotocol, extensions)
+///   and bytes are spliced both ways, never parsed, until both sides have closed: a half-close
+///   (`FIN`) on one side is passed to the other. [`OriginCheck`] guards them (403 before any
+///   upstream connection); any other answer to an upgrade is passed to the client as it is; an
+///   upstream that cannot be reached is answered 502. See also
+///   [`Builder::tunnel_idle_timeout`] and [`close_tunnels`](ReverseProxy::close_tunnels).
 /// - An upstream that breaks off mid-body aborts the client's response; it never looks like a clean
 ///   end.
 /// - Errors are answers with a status and a short plain-text message ([`ProxyError`]): 502 when the
@@ -240,7 +244,9 @@ impl<R> Builder<R> {
         self
     }
 
-    /// Closes a tunnel when no byte moved either way for this long (default: never).
+    /// Closes a tunnel when no byte moved either way for this long (default: never). Any byte
+    /// counts, WebSocket pings included, so a client or server that pings more often than this
+    /// keeps its tunnel; a silent one is closed by dropping both connections.
     pub fn tunnel_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.tunnel_idle_timeout = timeout;
         self
