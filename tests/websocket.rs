@@ -66,7 +66,12 @@ struct WsUpstream {
 /// - `die` → drops the connection without a close frame;
 /// - any other text or binary message → echoed.
 async fn ws_upstream(id: &str) -> WsUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    ws_upstream_on("127.0.0.1:0", id).await
+}
+
+/// [`ws_upstream`] bound to `addr`.
+async fn ws_upstream_on(addr: &str, id: &str) -> WsUpstream {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Seen::default());
     let id: Arc<str> = id.into();
@@ -478,6 +483,56 @@ async fn upstream_down_is_502() {
     let body = text(res).await;
     assert!(body.contains(&down.port().to_string()), "{body}");
     assert_eq!(proxy.open_tunnels(), 0);
+}
+
+/// An upstream that accepts the connection and never answers the upgrade: the response-head
+/// timeout answers 504, no tunnel is left.
+#[tokio::test]
+async fn silent_upstream_times_out_with_504() {
+    let _g = shared().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let proxy = ReverseProxy::builder()
+        .response_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let gw = gateway(proxy.clone(), [port]).await;
+    let r = within(
+        10,
+        tokio_tungstenite::connect_async(ws_url(gw, port, "/ws")),
+    )
+    .await;
+    assert_eq!(refused_status(r), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(proxy.open_tunnels(), 0);
+}
+
+/// An upstream on the IPv6 loopback only (as Vite binds `localhost` on modern Node), reached
+/// through the mount's default host `localhost`: both loopbacks are tried.
+#[tokio::test]
+async fn ipv6_only_upstream_through_localhost() {
+    let _g = shared().await;
+    let up = ws_upstream_on("[::1]:0", "v6").await;
+    let proxy = ReverseProxy::new();
+    let gw = serve(
+        ServiceBuilder::new()
+            .layer(RouteLayer::new(
+                PathMount::strip("/proxy").allow_port(up.addr.port()),
+            ))
+            .service(proxy.clone()),
+    )
+    .await;
+    let (mut ws, _) = connect(&ws_url(gw, up.addr.port(), "/ws")).await;
+    assert_eq!(roundtrip(&mut ws, "who").await, "v6");
+    ws.close(None).await.unwrap();
+    read_to_end(&mut ws).await;
+    drop(ws);
+    drained(&proxy).await;
 }
 
 /// An upstream that drops the connection mid-tunnel: the client sees its connection end, and the

@@ -246,7 +246,9 @@ impl<R> Builder<R> {
 
     /// Closes a tunnel when no byte moved either way for this long (default: never). Any byte
     /// counts, WebSocket pings included, so a client or server that pings more often than this
-    /// keeps its tunnel; a silent one is closed by dropping both connections.
+    /// keeps its tunnel; a silent one is closed by dropping both connections. It also bounds a
+    /// half-closed tunnel whose other side never closes (a client that keeps its socket after the
+    /// upstream hung up).
     pub fn tunnel_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.tunnel_idle_timeout = timeout;
         self
