@@ -22,6 +22,11 @@ pub enum ProxyError {
     /// A WebSocket (or other upgrade) from an Origin this route does not accept (403).
     #[error("upgrade from origin {0} is not allowed")]
     OriginRejected(String),
+    /// An upgrade arrived while the proxy's tunnels are closed
+    /// ([`close_tunnels`](super::ReverseProxy::close_tunnels)), so it is refused before any upstream
+    /// connection is opened (503).
+    #[error("the proxy is shutting down and accepts no new upgrades")]
+    TunnelsClosed,
     /// No connection could be opened (502; 504 when the connect timed out).
     #[error(transparent)]
     Connect(ConnectError),
@@ -53,6 +58,7 @@ impl ProxyError {
             ProxyError::NoTarget => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::OriginRejected(_) => StatusCode::FORBIDDEN,
+            ProxyError::TunnelsClosed => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(e) if e.kind() == ConnectErrorKind::TimedOut => {
                 StatusCode::GATEWAY_TIMEOUT
             }

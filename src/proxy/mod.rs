@@ -17,7 +17,7 @@ mod tunnel;
 
 pub use body::ProxyBody;
 pub use error::ProxyError;
-pub use origin::OriginCheck;
+pub use origin::{InvalidOrigin, OriginCheck};
 pub use service::{
     Builder, ResponseFuture, ReverseProxy, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };

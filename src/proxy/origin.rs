@@ -23,8 +23,9 @@ use http::uri::Authority;
 pub enum OriginCheck {
     /// No check.
     Off,
-    /// The Origin's host (and port, when both name one) must equal the host the browser used:
-    /// `Forwarded: host=`, else `X-Forwarded-Host`, else `Host` (code-server's rule). The default.
+    /// The Origin's host and port must equal the host and port the browser used: `Forwarded: host=`,
+    /// else `X-Forwarded-Host`, else `Host` (code-server's rule). Host names compare
+    /// case-insensitively; a missing port is the default port of the Origin's scheme. The default.
     #[default]
     SameOrigin,
     /// The Origin must be one of these: exact origins (`https://app.example.com`) or subdomain
@@ -33,18 +34,48 @@ pub enum OriginCheck {
 }
 
 impl OriginCheck {
-    /// An allow-list of origins and `scheme://*.suffix` patterns (compared case-insensitively).
+    /// An allow-list of origins and `scheme://*.suffix` patterns (compared case-insensitively; a
+    /// trailing `/` is ignored).
+    ///
+    /// # Panics
+    /// If an entry is not an origin or pattern (see [`try_allow`](Self::try_allow)); this is a
+    /// configuration mistake found when the gateway is built. Use `try_allow` for lists that come
+    /// from user input.
     pub fn allow<I, S>(origins: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        OriginCheck::Allow(
-            origins
-                .into_iter()
-                .map(|s| s.into().trim_end_matches('/').to_ascii_lowercase())
-                .collect(),
-        )
+        match Self::try_allow(origins) {
+            Ok(check) => check,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// An allow-list of origins and `scheme://*.suffix` patterns, checked: each entry must be
+    /// `scheme://host[:port]` or `scheme://*.domain[:port]`, with no user info, path, query or
+    /// fragment, and no bare `*` (use [`OriginCheck::Off`] to turn the check off).
+    ///
+    /// # Errors
+    /// [`InvalidOrigin`] naming the first entry that is neither.
+    pub fn try_allow<I, S>(origins: I) -> Result<Self, InvalidOrigin>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let list = origins
+            .into_iter()
+            .map(|s| {
+                let s: String = s.into();
+                let norm = s.trim_end_matches('/').to_ascii_lowercase();
+                if valid_pattern(&norm) {
+                    Ok(norm)
+                } else {
+                    Err(InvalidOrigin(s.chars().take(200).collect()))
+                }
+            })
+            .collect::<Result<Arc<[String]>, _>>()?;
+        Ok(OriginCheck::Allow(list))
     }
 
     /// Checks a request; `Err` carries the refused Origin.
@@ -67,6 +98,33 @@ impl OriginCheck {
             Err(origin_str.chars().take(200).collect())
         }
     }
+}
+
+/// An entry of [`OriginCheck::try_allow`] that is neither an origin nor a `scheme://*.domain`
+/// pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an origin (scheme://host[:port]) or a pattern (scheme://*.domain[:port])")]
+pub struct InvalidOrigin(String);
+
+/// `scheme://host[:port]` or `scheme://*.domain[:port]`, already lowercased.
+fn valid_pattern(p: &str) -> bool {
+    let Some((scheme, rest)) = p.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    let host = rest.strip_prefix("*.").unwrap_or(rest);
+    scheme_ok
+        && !host.is_empty()
+        && !host.contains(['@', '/', '?', '#', '*'])
+        && host.parse::<Authority>().is_ok_and(|a| {
+            let has_port = a.as_str().len() != a.host().len();
+            !a.host().is_empty()
+                && !a.host().starts_with('.')
+                && (!has_port || a.port_u16().is_some_and(|n| n != 0))
+        })
 }
 
 fn origin_matches(pattern: &str, origin: &str) -> bool {
@@ -123,6 +181,10 @@ fn same_origin(origin: &str, parts: &Parts) -> bool {
     let Some((scheme, rest)) = origin.split_once("://") else {
         return false;
     };
+    // An origin is `scheme://host[:port]`: no user info, no path.
+    if rest.contains(['@', '/', '?', '#']) {
+        return false;
+    }
     let Ok(o) = rest.parse::<Authority>() else {
         return false;
     };
@@ -140,10 +202,9 @@ fn same_origin(origin: &str, parts: &Parts) -> bool {
         "https" | "wss" => 443,
         _ => 80,
     };
-    match (o.port_u16().unwrap_or(default_port), h.port_u16()) {
-        (op, Some(hp)) => op == hp,
-        (_, None) => true,
-    }
+    // A Host without a port names the default port of the scheme the browser used, which for a
+    // same-origin page is the Origin's scheme.
+    o.port_u16().unwrap_or(default_port) == h.port_u16().unwrap_or(default_port)
 }
 
 #[cfg(test)]
@@ -204,6 +265,35 @@ mod tests {
         assert!(c
             .check(&parts(&[("host", "a.com"), ("origin", "null")]))
             .is_err());
+        assert!(
+            c.check(&parts(&[
+                ("host", "a.com"),
+                ("origin", "http://a.com:8080")
+            ]))
+            .is_err(),
+            "a Host without a port is the default port"
+        );
+        assert!(c
+            .check(&parts(&[("host", "a.com"), ("origin", "http://a.com:80")]))
+            .is_ok());
+        assert!(c
+            .check(&parts(&[
+                ("host", "a.com:8443"),
+                ("origin", "https://a.com")
+            ]))
+            .is_err());
+        assert!(c
+            .check(&parts(&[
+                ("host", "a.com"),
+                ("origin", "http://a.com.evil.com")
+            ]))
+            .is_err());
+        assert!(c
+            .check(&parts(&[
+                ("host", "a.com"),
+                ("origin", "http://user@a.com")
+            ]))
+            .is_err());
         assert!(c
             .check(&parts(&[
                 ("host", "127.0.0.1:9"),
@@ -236,5 +326,40 @@ mod tests {
         assert!(!ok("http://a.preview.example.com"));
         assert!(!ok("https://app.example.com.evil.com"));
         assert!(!ok("null"));
+    }
+
+    #[test]
+    fn allow_list_entries_are_checked() {
+        assert!(OriginCheck::try_allow([
+            "https://app.example.com/",
+            "http://localhost:5173",
+            "https://*.preview.example.com",
+            "https://*.example.com:8443",
+            "http://[::1]:8080",
+        ])
+        .is_ok());
+        for bad in [
+            "*",
+            "app.example.com",
+            "*.example.com",
+            "https://",
+            "https://*.",
+            "https://*",
+            "https://a.*.example.com",
+            "https://user@app.example.com",
+            "https://app.example.com/path",
+            "https://app.example.com?x",
+            "https://app.example.com:99999",
+            "://app.example.com",
+        ] {
+            let err = OriginCheck::try_allow([bad]).expect_err(bad);
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "is not an origin")]
+    fn allow_panics_on_a_bad_entry() {
+        let _ = OriginCheck::allow(["example.com"]);
     }
 }

@@ -43,9 +43,13 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// - Hop-by-hop headers are removed both ways (`Connection` and every header it names,
 ///   `Keep-Alive`, `Proxy-*`, `TE` except `trailers`, `Trailer`, `Transfer-Encoding`, `Upgrade`
 ///   unless upgrading); several `Set-Cookie` stay separate; HTTP/2 cookie fields are joined.
-/// - Upgrades (WebSocket) go to the same target, over HTTP/1.1; the upstream's `101` is relayed and
-///   bytes are spliced both ways ([`OriginCheck`] guards them). Any other answer to an upgrade is
-///   passed to the client as it is.
+/// - Upgrades (WebSocket) go to the same target, over HTTP/1.1, with their `Sec-WebSocket-*`
+///   fields untouched; the upstream's `101` is relayed with its headers (subprotocol, extensions)
+///   and bytes are spliced both ways, never parsed, until both sides have closed: a half-close
+///   (`FIN`) on one side is passed to the other. [`OriginCheck`] guards them (403 before any
+///   upstream connection); any other answer to an upgrade is passed to the client as it is; an
+///   upstream that cannot be reached is answered 502. See also
+///   [`Builder::tunnel_idle_timeout`] and [`close_tunnels`](ReverseProxy::close_tunnels).
 /// - An upstream that breaks off mid-body aborts the client's response; it never looks like a clean
 ///   end.
 /// - Errors are answers with a status and a short plain-text message ([`ProxyError`]): 502 when the
@@ -130,9 +134,12 @@ impl<R> ReverseProxy<R> {
         self.shared.tunnels.open()
     }
 
-    /// Closes every open tunnel (both sides' connections are dropped) and every tunnel opened until
-    /// [`reopen_tunnels`](Self::reopen_tunnels): the clean shutdown path, to call when the server stops
-    /// accepting connections.
+    /// Closes every open tunnel (both sides' connections are dropped, without a WebSocket close
+    /// frame: the proxy never parses or injects frames) and refuses new upgrades with `503` until
+    /// [`reopen_tunnels`](Self::reopen_tunnels), before any upstream connection is opened. This is the
+    /// clean shutdown path, to call when the server stops accepting connections: graceful HTTP
+    /// shutdown does not wait for upgraded connections, which no longer belong to the server.
+    /// An upgrade already forwarded when this is called is closed as soon as its tunnel starts.
     pub fn close_tunnels(&self) {
         self.shared.tunnels.close_all();
     }
@@ -237,7 +244,11 @@ impl<R> Builder<R> {
         self
     }
 
-    /// Closes a tunnel when no byte moved either way for this long (default: never).
+    /// Closes a tunnel when no byte moved either way for this long (default: never). Any byte
+    /// counts, WebSocket pings included, so a client or server that pings more often than this
+    /// keeps its tunnel; a silent one is closed by dropping both connections. It also bounds a
+    /// half-closed tunnel whose other side never closes (a client that keeps its socket after the
+    /// upstream hung up).
     pub fn tunnel_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.tunnel_idle_timeout = timeout;
         self
@@ -361,6 +372,9 @@ where
             if let Err(origin) = self.origin_check.check(&parts) {
                 tracing::warn!(upstream = %target.authority(), %origin, "upgrade refused: origin not allowed");
                 return error_response(&ProxyError::OriginRejected(origin));
+            }
+            if self.tunnels.closed() {
+                return error_response(&ProxyError::TunnelsClosed);
             }
             match parts.extensions.remove::<OnUpgrade>() {
                 Some(on) => downstream_upgrade = Some(on),

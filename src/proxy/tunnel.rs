@@ -30,6 +30,11 @@ impl Tunnels {
         self.open.load(Ordering::Relaxed)
     }
 
+    /// Whether [`close_all`](Self::close_all) is in force.
+    pub(crate) fn closed(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     pub(crate) fn close_all(&self) {
         self.shutdown.send_replace(true);
     }
