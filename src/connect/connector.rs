@@ -350,7 +350,9 @@ impl fmt::Display for Tried<'_> {
 fn classify(err: &(dyn StdError + 'static)) -> ConnectErrorKind {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     let mut saw_dns = false;
-    while let Some(e) = cur {
+    // Error chains are short; the bound only guards against a cycle.
+    for _ in 0..32 {
+        let Some(e) = cur else { break };
         if e.to_string() == "dns error" {
             saw_dns = true;
         }
@@ -364,27 +366,24 @@ fn classify(err: &(dyn StdError + 'static)) -> ConnectErrorKind {
                 io::ErrorKind::TimedOut => return ConnectErrorKind::TimedOut,
                 _ => {}
             }
-            if io.get_ref().is_some_and(|inner| {
-                #[cfg(feature = "tls")]
-                {
-                    inner.is::<rustls::Error>()
-                }
-                #[cfg(not(feature = "tls"))]
-                {
-                    let _ = inner;
-                    false
-                }
-            }) {
-                return ConnectErrorKind::Tls;
-            }
         }
-        cur = e.source();
+        cur = next_in_chain(e);
     }
     if saw_dns {
         ConnectErrorKind::Dns
     } else {
         ConnectErrorKind::Other
     }
+}
+
+/// The error `e` wraps. `io::Error::source` skips the error an `io::Error` carries (it returns that
+/// error's own source), and the TLS layer nests the rustls error two `io::Error`s deep, so step into
+/// the carried error instead.
+fn next_in_chain<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+        return Some(inner);
+    }
+    e.source()
 }
 
 /// `0.0.0.0` and `[::]` mean "this machine": dial them as `localhost`.
@@ -496,6 +495,20 @@ mod tests {
         assert_eq!(u.to_string(), "http://localhost:5173/");
         let u = unspecified_to_localhost("http://127.0.0.1:5173/".parse().unwrap());
         assert_eq!(u.to_string(), "http://127.0.0.1:5173/");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn nested_tls_errors_are_classified() {
+        // How hyper-rustls reports a handshake failure: io::Error(other, io::Error(rustls::Error)).
+        let rustls_err = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let nested = io::Error::other(io::Error::new(io::ErrorKind::InvalidData, rustls_err));
+        let boxed: BoxError = nested.into();
+        assert_eq!(classify(&*boxed), ConnectErrorKind::Tls);
+        let refused: BoxError = io::Error::from(io::ErrorKind::ConnectionRefused).into();
+        assert_eq!(classify(&*refused), ConnectErrorKind::Refused);
+        let other: BoxError = io::Error::other("x").into();
+        assert_eq!(classify(&*other), ConnectErrorKind::Other);
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// - Hop-by-hop headers are removed both ways (`Connection` and every header it names,
 ///   `Keep-Alive`, `Proxy-*`, `TE` except `trailers`, `Trailer`, `Transfer-Encoding`, `Upgrade`
 ///   unless upgrading); several `Set-Cookie` stay separate; HTTP/2 cookie fields are joined.
+/// - HTTP/1.1 and HTTP/2 on either side, in any combination: `https` upstreams are offered `h2` and
+///   `http/1.1` by ALPN and spoken to in the chosen one; cleartext upstreams get HTTP/1.1, or HTTP/2
+///   with [`Builder::http2_prior_knowledge`]. A cleartext HTTP/1.1 upstream sees the browser's
+///   `Host` (the `:authority` of an HTTP/2 browser request); an upstream that may speak HTTP/2
+///   (`https`, prior knowledge) sees the target's authority, as `:authority` on h2 and `Host` on
+///   HTTP/1.1, since an h2 request whose `Host` differs from its `:authority` is malformed.
 /// - Upgrades (WebSocket) go to the same target, over HTTP/1.1, with their `Sec-WebSocket-*`
 ///   fields untouched; the upstream's `101` is relayed with its headers (subprotocol, extensions)
 ///   and bytes are spliced both ways, never parsed, until both sides have closed: a half-close
@@ -105,6 +111,7 @@ struct Shared<R> {
     origin_check: OriginCheck,
     tunnel_idle_timeout: Option<Duration>,
     tunnels: Arc<Tunnels>,
+    http2_prior_knowledge: bool,
 }
 
 impl ReverseProxy {
@@ -233,6 +240,7 @@ impl<R> Builder<R> {
 
     /// Speak HTTP/2 to every upstream without negotiation (h2c prior knowledge for cleartext
     /// upstreams that want it; TLS upstreams must then select `h2`). Upgrades still use HTTP/1.1.
+    /// Upstreams then see the target's authority (`:authority`), not the browser's `Host`.
     pub fn http2_prior_knowledge(mut self, on: bool) -> Self {
         self.http2_prior_knowledge = on;
         self
@@ -282,6 +290,7 @@ impl<R> Builder<R> {
                 origin_check: self.origin_check,
                 tunnel_idle_timeout: self.tunnel_idle_timeout,
                 tunnels: Arc::new(Tunnels::new()),
+                http2_prior_knowledge: self.http2_prior_knowledge,
             }),
         })
     }
@@ -339,6 +348,12 @@ impl<R> Shared<R>
 where
     Connector<R>: Connect + Clone + Send + Sync + 'static,
 {
+    /// Whether the upstream may speak HTTP/2 (`https`, where ALPN decides, or prior knowledge), so
+    /// that it is sent the target's authority rather than the browser's `Host`.
+    fn target_authority_as_host(&self, target: &Target) -> bool {
+        self.http2_prior_knowledge || *target.scheme() == http::uri::Scheme::HTTPS
+    }
+
     async fn proxy<B>(self: Arc<Self>, mut req: Request<B>) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -399,7 +414,14 @@ where
         let upgrade_value = strip_hop_by_hop(&mut headers);
         headers.remove(header::EXPECT);
         join_cookies(&mut headers);
-        if !headers.contains_key(header::HOST) {
+        if self.target_authority_as_host(&target) {
+            // Over HTTP/2 the upstream reads the authority from `:authority`, which the pooled
+            // client takes from the target URI (the address it dials), and a `Host` that differs
+            // from it makes the request malformed (RFC 9113 §8.3.1). So an upstream that may answer
+            // in HTTP/2 gets no `Host` from the browser: the client derives it from the target,
+            // `:authority` on h2 and `Host` on HTTP/1.1, the same name TLS sent as SNI.
+            headers.remove(header::HOST);
+        } else if !headers.contains_key(header::HOST) {
             if let Some(a) = parts.uri.authority() {
                 if let Ok(v) = HeaderValue::from_str(a.as_str()) {
                     headers.insert(header::HOST, v);
@@ -417,7 +439,9 @@ where
         let mut out = Request::new(RequestBody::new(body, progress.clone()));
         *out.method_mut() = parts.method;
         *out.uri_mut() = target.uri();
-        *out.version_mut() = Version::HTTP_11;
+        // The version stays the default (HTTP/1.1), whatever the browser spoke: the pooled client
+        // sends it over whichever protocol the connection speaks (ALPN or prior knowledge chose),
+        // while an HTTP/2 version would make it refuse an HTTP/1.1 connection.
         *out.headers_mut() = headers;
 
         let client = if upgrade {
