@@ -1,5 +1,6 @@
 use std::fmt::Write as _;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -260,27 +261,60 @@ where
 impl Config {
     /// Rewrites the request head; returns what the response side needs, if anything.
     fn rewrite_request<B>(&self, req: &mut Request<B>) -> Option<Box<ResponseRewrite>> {
-        let target = req.extensions().get::<Target>().cloned();
-        let mount = target
-            .as_ref()
-            .and_then(|t| t.mount())
-            .filter(|m| !m.is_empty())
-            .map(str::to_owned);
-        let browser_host: Option<HeaderValue> =
-            req.headers().get(header::HOST).cloned().or_else(|| {
-                req.uri()
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            });
+        // Headers are taken out so the target can be read from the extensions while they change.
+        let mut headers = std::mem::take(req.headers_mut());
+        let target = req.extensions().get::<Target>();
+        let browser_host: Option<HeaderValue> = headers.get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let peer = req.extensions().get::<ClientAddr>().map(|c| c.0);
-        let trusted = peer.is_some_and(|p| self.trust.trusts(p.ip()));
         let https = self.assume_https || req.extensions().get::<ClientTls>().is_some();
-        let proto = if https { "https" } else { "http" };
-        let client_ip = peer
-            .filter(|_| self.client_identity != ClientIdentity::Hidden)
-            .map(|p| p.ip().to_canonical());
+        let mount = target.and_then(|t| t.mount()).filter(|m| !m.is_empty());
 
-        let headers = req.headers_mut();
+        self.forwarded_headers(&mut headers, peer, https, browser_host.as_ref(), mount);
+        let sent_host = self.host_and_origin(&mut headers, target);
+        let rewrite = self.response_rewrite(target, mount, browser_host, sent_host);
+        *req.headers_mut() = headers;
+        rewrite
+    }
+
+    fn response_rewrite(
+        &self,
+        target: Option<&Target>,
+        mount: Option<&str>,
+        browser_host: Option<HeaderValue>,
+        sent_host: Option<HeaderValue>,
+    ) -> Option<Box<ResponseRewrite>> {
+        let target = target?;
+        let mount = mount.filter(|_| self.responses);
+        if mount.is_none() && self.cookie_domain.is_unchanged() {
+            return None;
+        }
+        let lower = |h: HeaderValue| h.to_str().ok().map(str::to_ascii_lowercase);
+        Some(Box::new(ResponseRewrite {
+            mount: mount.map(str::to_owned).unwrap_or_default(),
+            upstream_scheme: target.scheme().clone(),
+            upstream: target.authority().clone(),
+            browser_host: browser_host.and_then(lower),
+            sent_host: sent_host.and_then(lower),
+            upstream_path: target.path_and_query().path().to_owned(),
+            cookie_path: self.cookie_path.clone(),
+            cookie_domain: self.cookie_domain.clone(),
+        }))
+    }
+
+    fn forwarded_headers(
+        &self,
+        headers: &mut HeaderMap,
+        peer: Option<SocketAddr>,
+        https: bool,
+        browser_host: Option<&HeaderValue>,
+        mount: Option<&str>,
+    ) {
+        let trusted = peer.is_some_and(|p| self.trust.trusts(p.ip()));
+        let proto = if https { "https" } else { "http" };
         if !trusted {
             for name in [
                 &header::FORWARDED,
@@ -293,6 +327,9 @@ impl Config {
             }
         }
         if self.x_forwarded_for {
+            let client_ip = peer
+                .filter(|_| self.client_identity != ClientIdentity::Hidden)
+                .map(|p| p.ip().to_canonical());
             if let Some(ip) = client_ip {
                 let mut list = joined(headers, &X_FORWARDED_FOR);
                 if !list.is_empty() {
@@ -306,59 +343,57 @@ impl Config {
             headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
         }
         if self.x_forwarded_host && !headers.contains_key(&X_FORWARDED_HOST) {
-            if let Some(h) = &browser_host {
+            if let Some(h) = browser_host {
                 headers.insert(X_FORWARDED_HOST.clone(), h.clone());
             }
         }
-        if let (true, Some(m)) = (self.x_forwarded_prefix, &mount) {
+        if let (true, Some(m)) = (self.x_forwarded_prefix, mount) {
             // A trusted proxy in front mounted this gateway under its own prefix.
             let outer = joined(headers, &X_FORWARDED_PREFIX);
             let prefix = format!("{}{}", outer.trim_end_matches('/'), m);
             set(headers, &X_FORWARDED_PREFIX, &prefix);
         }
         if self.forwarded {
-            let mut element = String::new();
             let node = match (peer, &self.client_identity) {
                 (Some(p), ClientIdentity::IpAndPort) => Node::from(p),
                 (Some(p), ClientIdentity::Ip) => Node::ip(p.ip()),
                 _ => Node::unknown(),
             };
-            let _ = write!(element, "for={node}");
-            if let Some(by) = &self.by {
-                let _ = write!(element, ";by={by}");
-            }
-            if let Some(h) = browser_host.as_ref().and_then(|h| h.to_str().ok()) {
-                element.push_str(";host=");
-                let _ = write_value(&mut element, h);
-            }
-            let _ = write!(element, ";proto={proto}");
             let mut list = joined(headers, &header::FORWARDED);
             if !list.is_empty() {
                 list.push_str(", ");
             }
-            list.push_str(&element);
+            let _ = write!(list, "for={node}");
+            if let Some(by) = &self.by {
+                let _ = write!(list, ";by={by}");
+            }
+            if let Some(h) = browser_host.and_then(|h| h.to_str().ok()) {
+                list.push_str(";host=");
+                let _ = write_value(&mut list, h);
+            }
+            let _ = write!(list, ";proto={proto}");
             set(headers, &header::FORWARDED, &list);
         }
+    }
 
-        if let Some(t) = &target {
-            match &self.host {
-                HostPolicy::Preserve => {}
-                HostPolicy::Upstream => {
-                    if let Ok(v) = HeaderValue::from_str(t.authority().as_str()) {
-                        headers.insert(header::HOST, v);
-                    }
-                }
-                HostPolicy::Fixed(v) => {
-                    headers.insert(header::HOST, v.clone());
-                }
-            }
-        } else if let HostPolicy::Fixed(v) = &self.host {
+    /// Applies the Host and Origin policies; returns the Host sent upstream when this layer set it.
+    fn host_and_origin(
+        &self,
+        headers: &mut HeaderMap,
+        target: Option<&Target>,
+    ) -> Option<HeaderValue> {
+        let host = match (&self.host, target) {
+            (HostPolicy::Preserve, _) | (HostPolicy::Upstream, None) => None,
+            (HostPolicy::Upstream, Some(t)) => HeaderValue::from_str(t.authority().as_str()).ok(),
+            (HostPolicy::Fixed(v), _) => Some(v.clone()),
+        };
+        if let Some(v) = &host {
             headers.insert(header::HOST, v.clone());
         }
         match &self.origin {
             OriginPolicy::PassThroughIfPresent => {}
             OriginPolicy::RewriteToUpstream => {
-                if let (Some(t), true) = (&target, headers.contains_key(header::ORIGIN)) {
+                if let (Some(t), true) = (target, headers.contains_key(header::ORIGIN)) {
                     let origin = format!("{}://{}", t.scheme(), t.authority());
                     if let Ok(v) = HeaderValue::from_str(&origin) {
                         headers.insert(header::ORIGIN, v);
@@ -369,21 +404,7 @@ impl Config {
                 headers.remove(header::ORIGIN);
             }
         }
-
-        let target = target?;
-        let mount = mount.filter(|_| self.responses);
-        if mount.is_none() && self.cookie_domain.is_unchanged() {
-            return None;
-        }
-        Some(Box::new(ResponseRewrite {
-            mount: mount.unwrap_or_default(),
-            upstream_scheme: target.scheme().clone(),
-            upstream: target.authority().clone(),
-            browser_host: browser_host.and_then(|h| h.to_str().ok().map(str::to_ascii_lowercase)),
-            upstream_path: target.path_and_query().path().to_owned(),
-            cookie_path: self.cookie_path.clone(),
-            cookie_domain: self.cookie_domain.clone(),
-        }))
+        host
     }
 }
 
@@ -413,5 +434,157 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
         Err(_) => {
             headers.remove(name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http::{StatusCode, Version};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use super::*;
+    use crate::route::Upstream;
+
+    fn target(mount: Option<&str>) -> Target {
+        let up: Upstream = "http://localhost:5173".parse().unwrap();
+        let t = up.target("/a/b".parse().unwrap());
+        match mount {
+            Some(m) => t.with_mount(m),
+            None => t,
+        }
+    }
+
+    /// Runs one request through the layer in front of a service answering `res_headers` with a
+    /// body of `()`; returns what the service saw and the response.
+    async fn run(
+        layer: RewriteLayer,
+        req: Request<()>,
+        res_headers: &[(&str, &str)],
+        status: StatusCode,
+    ) -> (HeaderMap, Response<()>) {
+        let seen = Arc::new(std::sync::Mutex::new(HeaderMap::new()));
+        let seen2 = seen.clone();
+        let res_headers: Vec<(String, String)> = res_headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let svc = ServiceBuilder::new()
+            .layer(layer)
+            .service(tower::service_fn(move |req: Request<()>| {
+                *seen2.lock().unwrap() = req.headers().clone();
+                let mut res = Response::new(());
+                *res.status_mut() = status;
+                for (k, v) in &res_headers {
+                    res.headers_mut().append(
+                        HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                        HeaderValue::from_str(v).unwrap(),
+                    );
+                }
+                async move { Ok::<_, Infallible>(res) }
+            }));
+        let res = svc.oneshot(req).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        (seen, res)
+    }
+
+    #[tokio::test]
+    async fn http2_request_without_host_header() {
+        let mut req = Request::get("https://gw.example:8443/proxy/5173/a/b")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(target(Some("/proxy/5173")));
+        req.extensions_mut()
+            .insert(ClientAddr("[2001:db8::1]:5000".parse().unwrap()));
+        req.extensions_mut().insert(ClientTls);
+        let (seen, _) = run(
+            RewriteLayer::new().host(HostPolicy::Upstream),
+            req,
+            &[],
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(seen["host"], "localhost:5173");
+        assert_eq!(seen["x-forwarded-host"], "gw.example:8443");
+        assert_eq!(seen["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(seen["x-forwarded-proto"], "https");
+        assert_eq!(seen["x-forwarded-prefix"], "/proxy/5173");
+        assert_eq!(
+            seen["forwarded"],
+            r#"for="[2001:db8::1]";host="gw.example:8443";proto=https"#
+        );
+    }
+
+    #[tokio::test]
+    async fn without_target_only_request_headers_change() {
+        let req = Request::get("/x")
+            .header("host", "gw")
+            .header("origin", "http://gw")
+            .body(())
+            .unwrap();
+        let layer = RewriteLayer::new()
+            .host(HostPolicy::Upstream)
+            .origin(OriginPolicy::RewriteToUpstream);
+        let (seen, res) = run(
+            layer,
+            req,
+            &[("location", "/y"), ("set-cookie", "a=1; Domain=gw")],
+            StatusCode::FOUND,
+        )
+        .await;
+        assert_eq!(seen["host"], "gw");
+        assert_eq!(seen["origin"], "http://gw");
+        assert_eq!(seen["forwarded"], "for=unknown;host=gw;proto=http");
+        assert_eq!(res.headers()["location"], "/y");
+        assert_eq!(res.headers()["set-cookie"], "a=1; Domain=gw");
+    }
+
+    #[tokio::test]
+    async fn fixed_host_urls_map_back_and_bodies_are_any_type() {
+        let mut req = Request::get("/m/a/b")
+            .header("host", "gw")
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(target(Some("/m")));
+        let layer = RewriteLayer::new().host(HostPolicy::fixed("app.internal").unwrap());
+        let (seen, res) = run(
+            layer,
+            req,
+            &[
+                ("location", "http://app.internal/next"),
+                ("set-cookie", "a=1"),
+                ("set-cookie", "b=2; Path=/"),
+            ],
+            StatusCode::SEE_OTHER,
+        )
+        .await;
+        assert_eq!(seen["host"], "app.internal");
+        assert_eq!(res.headers()["location"], "/m/next");
+        let cookies: Vec<_> = res.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; Path=/m/a", "b=2; Path=/m/"]);
+    }
+
+    #[tokio::test]
+    async fn host_routed_requests_only_lose_cookie_domains() {
+        let mut req = Request::get("/a")
+            .header("host", "5173.localhost")
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(target(None));
+        let (seen, res) = run(
+            RewriteLayer::new(),
+            req,
+            &[
+                ("location", "/login"),
+                ("set-cookie", "a=1; Domain=localhost; Path=/"),
+            ],
+            StatusCode::FOUND,
+        )
+        .await;
+        assert!(!seen.contains_key("x-forwarded-prefix"));
+        assert_eq!(res.headers()["location"], "/login");
+        assert_eq!(res.headers()["set-cookie"], "a=1; Path=/");
     }
 }

@@ -163,6 +163,9 @@ pub(crate) struct ResponseRewrite {
     pub(crate) upstream: Authority,
     /// The host the browser used (`name[:port]`, lower-case), if known.
     pub(crate) browser_host: Option<String>,
+    /// The Host this gateway sent upstream in place of the browser's (lower-case), if it did: the
+    /// upstream may build absolute URLs with it.
+    pub(crate) sent_host: Option<String>,
     /// The path sent upstream, for cookies' default path.
     pub(crate) upstream_path: String,
     pub(crate) cookie_path: CookiePath,
@@ -259,7 +262,11 @@ impl ResponseRewrite {
         if authority.contains('@') {
             return None;
         }
-        if self.is_upstream(scheme, authority) {
+        let named_sent_host = self
+            .sent_host
+            .as_deref()
+            .is_some_and(|h| h.eq_ignore_ascii_case(authority));
+        if named_sent_host || self.is_upstream(scheme, authority) {
             // The browser cannot reach the upstream: the same path on the browser's origin.
             return Some(self.map_path(tail).unwrap_or_else(|| {
                 if tail.starts_with('/') {
@@ -422,6 +429,7 @@ mod tests {
             upstream_scheme: Scheme::HTTP,
             upstream: "localhost:5173".parse().unwrap(),
             browser_host: Some("gw.example.com:8080".to_owned()),
+            sent_host: None,
             upstream_path: upstream_path.to_owned(),
             cookie_path: CookiePath::default(),
             cookie_domain: CookieDomain::default(),
@@ -458,6 +466,13 @@ mod tests {
         ] {
             assert_eq!(c.map_url(from).as_deref(), to, "{from}");
         }
+        let mut fixed = ctx("/m", "/");
+        fixed.sent_host = Some("app.internal".to_owned());
+        assert_eq!(
+            fixed.map_url("https://APP.internal/a").as_deref(),
+            Some("/m/a")
+        );
+        assert_eq!(fixed.map_url("https://app.internal.evil/a"), None);
         let mut c80 = ctx("/m", "/");
         c80.upstream = "example.internal".parse().unwrap();
         assert_eq!(
