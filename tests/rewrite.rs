@@ -504,3 +504,102 @@ async fn host_pattern_routes_to_the_port_in_the_host() {
         assert_eq!(res.status(), status, "{host}");
     }
 }
+
+/// A WebSocket upstream that first reports the Origin it received, then echoes.
+async fn ws_upstream() -> SocketAddr {
+    use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
+    use axum::routing::any;
+
+    async fn ws(up: WebSocketUpgrade, headers: http::HeaderMap) -> axum::response::Response {
+        let origin = headers
+            .get(header::ORIGIN)
+            .map(|o| o.to_str().unwrap_or("?").to_owned())
+            .unwrap_or_else(|| "none".to_owned());
+        up.on_upgrade(move |mut socket: WebSocket| async move {
+            if socket
+                .send(AxMessage::Text(format!("origin:{origin}").into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            while let Some(Ok(AxMessage::Text(t))) = socket.recv().await {
+                let reply = format!("echo:{}", t.as_str());
+                if socket.send(AxMessage::Text(reply.into())).await.is_err() {
+                    break;
+                }
+            }
+        })
+    }
+    support::serve(axum::Router::new().route("/ws", any(ws))).await
+}
+
+#[tokio::test]
+async fn websockets_pass_and_spoofed_hosts_cannot_fool_the_origin_check() {
+    use futures_util::{SinkExt, StreamExt};
+    use sandbox_gateway::proxy::OriginCheck;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+    let up = ws_upstream().await;
+    let p = up.port();
+    let mount = PathMount::strip("/proxy").allow_port(p);
+    let gw = gateway("127.0.0.1:0", stack(mount, RewriteLayer::new()), false).await;
+    let url = format!("ws://{gw}/proxy/{p}/ws");
+
+    // The browser's own origin: admitted by the proxy's same-origin check, passed through.
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("origin", format!("http://{gw}").parse().unwrap());
+    let (mut ws, _) = within(10, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("upgrade admitted");
+    let first = within(10, ws.next()).await.unwrap().unwrap();
+    assert_eq!(
+        first.into_text().unwrap().as_str(),
+        format!("origin:http://{gw}")
+    );
+    ws.send(Message::text("hi")).await.unwrap();
+    let reply = within(10, ws.next()).await.unwrap().unwrap();
+    assert_eq!(reply.into_text().unwrap().as_str(), "echo:hi");
+    ws.close(None).await.unwrap();
+
+    // A client claiming another host in X-Forwarded-Host: replaced, so the check still refuses.
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    req.headers_mut()
+        .insert("x-forwarded-host", "evil.example".parse().unwrap());
+    match within(10, tokio_tungstenite::connect_async(req)).await {
+        Err(WsError::Http(res)) => assert_eq!(res.status(), StatusCode::FORBIDDEN),
+        other => panic!("expected 403, got {other:?}"),
+    }
+
+    // Origin rewritten to the upstream's, which the proxy is told to allow.
+    let mount = PathMount::strip("/proxy").allow_port(p);
+    let proxy = ReverseProxy::builder()
+        .websocket_origin(OriginCheck::allow([format!("http://localhost:{p}")]))
+        .build()
+        .unwrap();
+    let svc = RouteLayer::new(mount).layer(
+        RewriteLayer::new()
+            .origin(OriginPolicy::RewriteToUpstream)
+            .layer(proxy),
+    );
+    let gw2 = gateway("127.0.0.1:0", svc, false).await;
+    let mut req = format!("ws://{gw2}/proxy/{p}/ws")
+        .as_str()
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", format!("http://{gw2}").parse().unwrap());
+    let (mut ws, _) = within(10, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("upgrade admitted");
+    let first = within(10, ws.next()).await.unwrap().unwrap();
+    assert_eq!(
+        first.into_text().unwrap().as_str(),
+        format!("origin:http://localhost:{p}")
+    );
+    ws.close(None).await.unwrap();
+}
