@@ -79,6 +79,7 @@ pub mod cors;
 pub mod host;
 pub mod isolation;
 pub mod proxy;
+pub mod rewrite;
 pub mod route;
 pub mod sse;
 

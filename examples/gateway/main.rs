@@ -7,8 +7,11 @@
 //! Starts a demo dev server bound to `[::1]:P` only (as Vite binds `localhost` on modern Node) and
 //! a gateway on ADDR (default `127.0.0.1:8080`) that proxies `/proxy/{P}/…` to it through
 //! `localhost:{P}`: both loopbacks are raced, so the IPv6-only server is found without `--host`.
-//! `--allow-port` adds ports that `/proxy/{port}/` may reach besides the demo's. The runtime honours
-//! `TOKIO_WORKER_THREADS`.
+//! `--allow-port` adds ports that `/proxy/{port}/` may reach besides the demo's. The same dev servers
+//! are also served by Host at `http://{port}.localhost:{gateway port}/` (browsers resolve
+//! `*.localhost` to loopback). Both paths rewrite what the sandbox and the browser see: Forwarded and
+//! X-Forwarded-* headers, and redirects and cookies mapped back under `/proxy/{port}/`. The runtime
+//! honours `TOKIO_WORKER_THREADS`.
 
 mod demo;
 mod ide;
@@ -16,15 +19,18 @@ mod ide;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use axum::response::Html;
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
 use sandbox_gateway::host::HostAllowlistLayer;
 use sandbox_gateway::isolation::IsolationLayer;
 use sandbox_gateway::proxy::ReverseProxy;
-use sandbox_gateway::route::{PathMount, RouteLayer};
+use sandbox_gateway::rewrite::{ClientAddr, RewriteLayer};
+use sandbox_gateway::route::{check_public_port, HostPattern, HostRoute, PathMount, RouteLayer};
 use sandbox_gateway::sse::SseLayer;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 
 struct Args {
     listen: SocketAddr,
@@ -133,6 +139,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let gw = listener.local_addr()?;
+    // Browsers refuse URLs on the Fetch standard's bad ports (ERR_UNSAFE_PORT).
+    check_public_port(gw.port())?;
     let port = demo.port();
 
     let mut ports = args.allow_ports.clone();
@@ -143,7 +151,37 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .layer(RouteLayer::new(
             PathMount::strip("/proxy").allow_ports(ports.iter().copied()),
         ))
+        .layer(RewriteLayer::new())
         .service(proxy.clone());
+
+    // `http://{port}.localhost:{gw port}/…` → the dev server on localhost:{port}.
+    let by_host = HostRoute::ports("{port}.localhost".parse::<HostPattern>()?, "port")?
+        .allow_ports(ports.iter().copied());
+    let pattern = by_host.pattern().clone();
+    let host_previews = ServiceBuilder::new()
+        .layer(SseLayer::new())
+        .layer(RouteLayer::new(by_host))
+        .layer(RewriteLayer::new())
+        .service(proxy.clone());
+    let preview_by_host = middleware::from_fn(move |req: Request, next: Next| {
+        let pattern = pattern.clone();
+        let host_previews = host_previews.clone();
+        async move {
+            let host = req
+                .headers()
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str()));
+            if host.is_some_and(|h| pattern.matches(h).is_some()) {
+                match host_previews.oneshot(req).await {
+                    Ok(res) => res.into_response(),
+                    Err(never) => match never {},
+                }
+            } else {
+                next.run(req).await
+            }
+        }
+    });
 
     // Deny unknown Hosts (DNS rebinding); loopback names always pass.
     let hosts = HostAllowlistLayer::builder()
@@ -163,8 +201,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .nest("/api", ide_api)
         .merge(ide_pages)
         .fallback_service(previews)
+        .layer(preview_by_host)
         .layer(isolation)
-        .layer(hosts);
+        .layer(hosts)
+        .layer(middleware::map_request(client_addr));
 
     println!("demo sandbox (dev server) on http://{demo} (IPv6 loopback only)");
     println!("gateway on http://{gw}\n");
@@ -173,6 +213,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("  http://{gw}{path:<28} {what}");
     }
     println!("\nports reachable through /proxy/{{port}}/: {ports:?}");
+    println!(
+        "the same ports by Host: http://{{port}}.localhost:{}/ (e.g. http://{port}.localhost:{}/)",
+        gw.port(),
+        gw.port()
+    );
     println!("CORS origins allowed on /api/: {:?}", args.allow_origins);
     println!(
         "Hosts answered: loopback names (localhost, *.localhost, 127.0.0.1, [::1]){}",
@@ -183,13 +228,22 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     );
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            proxy.close_tunnels();
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        proxy.close_tunnels();
+    })
+    .await?;
     Ok(())
+}
+
+/// Hands the peer address to the rewrite layers (`X-Forwarded-For`, `Forwarded: for=`).
+async fn client_addr(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut req: Request) -> Request {
+    req.extensions_mut().insert(ClientAddr(peer));
+    req
 }
 
 /// A host page for the IDE flow: it asks the token route for a link and opens it in a new tab, as

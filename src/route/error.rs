@@ -30,6 +30,16 @@ pub enum RouteError {
     /// A route or upstream was configured wrongly; returned when it is built, never at request time.
     #[error("invalid route configuration: {0}")]
     Config(String),
+    /// The request's Host is missing, repeated or malformed, so a host route cannot match it (400).
+    #[error("bad request: {0}")]
+    BadHost(&'static str),
+    /// A port browsers will see is on the Fetch standard's bad-port list; returned when the route is
+    /// built (see [`is_bad_port`](super::is_bad_port)).
+    #[error(
+        "port {0} is on the Fetch standard's bad-port list: browsers refuse to load URLs with it \
+         (ERR_UNSAFE_PORT); publish the gateway on another port"
+    )]
+    UnsafePort(u16),
 }
 
 impl RouteError {
@@ -37,11 +47,11 @@ impl RouteError {
     pub fn status(&self) -> StatusCode {
         match self {
             RouteError::NotFound => StatusCode::NOT_FOUND,
-            RouteError::BadPath(_) => StatusCode::BAD_REQUEST,
+            RouteError::BadPath(_) | RouteError::BadHost(_) => StatusCode::BAD_REQUEST,
             RouteError::PortNotAllowed(_) | RouteError::Forbidden(_) => StatusCode::FORBIDDEN,
             RouteError::AddSlash(_) => StatusCode::PERMANENT_REDIRECT,
             RouteError::Unavailable(_) => StatusCode::BAD_GATEWAY,
-            RouteError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RouteError::Config(_) | RouteError::UnsafePort(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

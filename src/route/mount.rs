@@ -93,6 +93,12 @@ impl PathMount {
     }
 
     /// Allows one upstream port.
+    ///
+    /// Ports on the Fetch standard's [bad-port list](super::is_bad_port) (such as 6000 or 6666) are
+    /// accepted on purpose: the upstream port is a path segment here, never the port of a URL the
+    /// browser loads, so `/proxy/6000/` is how a browser reaches a dev server it would refuse to
+    /// load from `http://localhost:6000/`. Check the gateway's own listening port with
+    /// [`check_public_port`](super::check_public_port).
     pub fn allow_port(self, port: u16) -> Self {
         self.allow_ports([port])
     }

@@ -1,0 +1,36 @@
+//! What the upstream and the browser see.
+//!
+//! [`RewriteLayer`] sits between [`RouteLayer`](crate::route::RouteLayer) and
+//! [`ReverseProxy`](crate::proxy::ReverseProxy):
+//!
+//! ```text
+//! RouteLayer ─► RewriteLayer ─► ReverseProxy
+//!  Target in      request: Host (HostPolicy), Origin (OriginPolicy),
+//!  extensions              Forwarded + X-Forwarded-For/-Proto/-Host/-Prefix (Trust, ClientAddr)
+//!                 response under a mount: Location, Content-Location, Refresh,
+//!                          Set-Cookie Path (CookiePath) and Domain (CookieDomain)
+//! ```
+//!
+//! - **Host and Origin** are two separate policies. The default preserves the browser's Host and
+//!   passes a present Origin through; an Origin is never invented.
+//! - **Forwarded headers** tell the upstream who the client is, the protocol and host the browser
+//!   used and the mount prefix. The client is the request's [`ClientAddr`] (insert it in your
+//!   server; see its docs for hyper and axum); the protocol is `https` when the request carries
+//!   [`ClientTls`]. Headers from a [trusted](Trust) peer are kept and this hop appended; from
+//!   anyone else they are dropped and replaced, so a browser cannot spoof them.
+//! - **Under a mount** (`/proxy/5173`, `/__ide/demo`), an upstream that redirects to `/login` or
+//!   sets a cookie on `Path=/` would send the browser out of the mount. Root-relative and
+//!   upstream-absolute URLs are mapped back under it, cookie paths scoped to it, and several
+//!   `Set-Cookie` stay separate headers.
+
+mod error;
+mod forwarded;
+mod layer;
+mod policy;
+mod response;
+
+pub use error::RewriteError;
+pub use forwarded::{ClientAddr, ClientIdentity, ClientTls, IpNet, Node, Trust};
+pub use layer::{ResponseFuture, Rewrite, RewriteLayer};
+pub use policy::{HostPolicy, OriginPolicy};
+pub use response::{CookieDomain, CookiePath};
