@@ -16,6 +16,12 @@ mod service;
 mod tunnel;
 
 pub use body::ProxyBody;
+#[cfg(feature = "forward")]
+pub(crate) use body::{Progress, RequestBody};
+#[cfg(feature = "forward")]
+pub(crate) use headers::{check_request, join_cookies, strip_hop_by_hop};
+#[cfg(feature = "forward")]
+pub(crate) use service::with_head_timeout;
 pub use error::ProxyError;
 pub use origin::OriginCheck;
 pub use service::{
