@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sandbox_gateway::connect::LocalhostResolver;
 use sandbox_gateway::forward::{ApiForward, Secret, SsrfGuard, Upstream};
-use support::{closed_port_addr, client, empty, full, serve, serve_fn, within, BoxError, TestBody};
+use support::{client, closed_port_addr, empty, full, serve, serve_fn, within, BoxError, TestBody};
 use tokio::sync::mpsc;
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
@@ -95,7 +95,10 @@ async fn read_events(res: Response<Incoming>, acks: mpsc::Sender<usize>) {
         .await;
         acks.send(k).await.expect("upstream waits for the ack");
     }
-    let rest = within(5, body.collect()).await.expect("clean end").to_bytes();
+    let rest = within(5, body.collect())
+        .await
+        .expect("clean end")
+        .to_bytes();
     assert!(rest.is_empty(), "nothing after the last event: {rest:?}");
 }
 
@@ -152,7 +155,11 @@ async fn recording_upstream(seen: Seen) -> SocketAddr {
                 .get(header::AUTHORIZATION)
                 .is_some_and(|v| v == format!("Bearer {KEY}").as_str());
             let (parts, body) = req.into_parts();
-            let len = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+            let len = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes().len())
+                .unwrap_or(0);
             seen.lock().unwrap().push((
                 parts.method.clone(),
                 parts.uri.path_and_query().unwrap().to_string(),
@@ -200,19 +207,17 @@ async fn server_key_reaches_the_upstream_browser_credentials_do_not() {
     assert!(!format!("{forward:?}").contains(KEY));
     let gateway = serve(forward).await;
 
-    let req = Request::post(format!(
-        "http://{gateway}/api/chat/completions?stream=true"
-    ))
-    .header(header::COOKIE, "session=browser-cookie")
-    .header(header::AUTHORIZATION, "Bearer browser-token")
-    .header("x-forwarded-for", "203.0.113.9")
-    .header(header::FORWARDED, "for=203.0.113.9")
-    .header(header::ORIGIN, "https://app.webcontainer-api.io")
-    .header(header::REFERER, "https://app.webcontainer-api.io/page")
-    .header(header::CONTENT_TYPE, "application/json")
-    .header("x-app", "kept")
-    .body(full(r#"{"prompt":"hi"}"#))
-    .unwrap();
+    let req = Request::post(format!("http://{gateway}/api/chat/completions?stream=true"))
+        .header(header::COOKIE, "session=browser-cookie")
+        .header(header::AUTHORIZATION, "Bearer browser-token")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header(header::FORWARDED, "for=203.0.113.9")
+        .header(header::ORIGIN, "https://app.webcontainer-api.io")
+        .header(header::REFERER, "https://app.webcontainer-api.io/page")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-app", "kept")
+        .body(full(r#"{"prompt":"hi"}"#))
+        .unwrap();
     let res = within(5, client().request(req)).await.unwrap();
     let (status, headers, body) = assert_no_key(res).await;
     assert_eq!(status, StatusCode::OK);
@@ -295,7 +300,10 @@ async fn refusals_are_short_answers_without_the_key() {
         assert!(body.contains("is not allowed for this upstream"), "{body}");
     }
 
-    for path in ["/api/chat/completions/../../admin", "/api/chat%2fcompletions"] {
+    for path in [
+        "/api/chat/completions/../../admin",
+        "/api/chat%2fcompletions",
+    ] {
         let (s, _, _) = send(post(path, empty())).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{path}");
     }
@@ -391,22 +399,49 @@ async fn ssrf_guard_refuses_every_internal_address_class() {
         ("http://198.18.0.1", "benchmarking"),
         ("http://240.0.0.1", "reserved"),
         ("http://192.0.0.8", "reserved"),
-        ("http://[::ffff:127.0.0.1]", "loopback address (IPv4-mapped IPv6)"),
+        (
+            "http://[::ffff:127.0.0.1]",
+            "loopback address (IPv4-mapped IPv6)",
+        ),
         (
             "http://[::ffff:169.254.169.254]",
             "cloud metadata address (IPv4-mapped IPv6)",
         ),
-        ("http://[::ffff:a00:1]", "private address (IPv4-mapped IPv6)"),
-        ("http://[::127.0.0.1]", "loopback address (IPv4-compatible IPv6)"),
-        ("http://[64:ff9b::a9fe:a9fe]", "cloud metadata address (NAT64 IPv6)"),
+        (
+            "http://[::ffff:a00:1]",
+            "private address (IPv4-mapped IPv6)",
+        ),
+        (
+            "http://[::127.0.0.1]",
+            "loopback address (IPv4-compatible IPv6)",
+        ),
+        (
+            "http://[64:ff9b::a9fe:a9fe]",
+            "cloud metadata address (NAT64 IPv6)",
+        ),
         ("http://[2002:7f00:1::]", "loopback address (6to4 IPv6)"),
-        ("http://2130706433", "non-canonical IPv4 spelling of a loopback"),
-        ("http://017700000001", "non-canonical IPv4 spelling of a loopback"),
-        ("http://0177.0.0.1", "non-canonical IPv4 spelling of a loopback"),
+        (
+            "http://2130706433",
+            "non-canonical IPv4 spelling of a loopback",
+        ),
+        (
+            "http://017700000001",
+            "non-canonical IPv4 spelling of a loopback",
+        ),
+        (
+            "http://0177.0.0.1",
+            "non-canonical IPv4 spelling of a loopback",
+        ),
         ("http://0x7f.1", "non-canonical IPv4 spelling of a loopback"),
         ("http://127.1", "non-canonical IPv4 spelling of a loopback"),
-        ("http://0xa9.0xfe.0xa9.0xfe", "non-canonical IPv4 spelling of a cloud metadata"),
-        ("http://134744072", "non-canonical IPv4 spelling of an address"),
+        (
+            "http://0xa9.0xfe.0xa9.0xfe",
+            "non-canonical IPv4 spelling of a cloud metadata",
+        ),
+        (
+            "http://134744072",
+            "non-canonical IPv4 spelling of an address",
+        ),
     ];
     let mut builder = ApiForward::builder();
     for (i, (base, _)) in table.iter().enumerate() {
@@ -425,7 +460,10 @@ async fn ssrf_guard_refuses_every_internal_address_class() {
             .unwrap();
         let (status, _, body) = assert_no_key(res).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{base}: {body}");
-        assert!(body.starts_with("refused by the SSRF guard: upstream host"), "{base}: {body}");
+        assert!(
+            body.starts_with("refused by the SSRF guard: upstream host"),
+            "{base}: {body}"
+        );
         assert!(body.contains(class), "{base}: {body}");
     }
 }
@@ -443,32 +481,46 @@ async fn ssrf_guard_refuses_names_resolving_inside() {
     let port = inside.port();
     // A fixed table of names, as a platform's own DNS would answer them; other names (localhost)
     // go to the default resolver.
-    let table = tower::service_fn(|name: hyper_util::client::legacy::connect::dns::Name| async move {
-        let ips: Vec<&str> = match name.as_str() {
-            "metadata.test" => vec!["169.254.169.254"],
-            "intranet.test" => vec!["10.1.2.3"],
-            "rebind.test" => vec!["93.184.215.14", "127.0.0.1"],
-            "mapped.test" => vec!["::ffff:127.0.0.1"],
-            _ => {
-                let mut system = LocalhostResolver::new();
-                let addrs = tower::Service::call(&mut system, name).await?;
-                return Ok(addrs.collect::<Vec<_>>().into_iter());
-            }
-        };
-        Ok::<_, std::io::Error>(
-            ips.into_iter()
-                .map(|ip| SocketAddr::new(ip.parse().unwrap(), 0))
-                .collect::<Vec<_>>()
-                .into_iter(),
-        )
-    });
+    let table = tower::service_fn(
+        |name: hyper_util::client::legacy::connect::dns::Name| async move {
+            let ips: Vec<&str> = match name.as_str() {
+                "metadata.test" => vec!["169.254.169.254"],
+                "intranet.test" => vec!["10.1.2.3"],
+                "rebind.test" => vec!["93.184.215.14", "127.0.0.1"],
+                "mapped.test" => vec!["::ffff:127.0.0.1"],
+                _ => {
+                    let mut system = LocalhostResolver::new();
+                    let addrs = tower::Service::call(&mut system, name).await?;
+                    return Ok(addrs.collect::<Vec<_>>().into_iter());
+                }
+            };
+            Ok::<_, std::io::Error>(
+                ips.into_iter()
+                    .map(|ip| SocketAddr::new(ip.parse().unwrap(), 0))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            )
+        },
+    );
     let cases = [
         (format!("http://localhost:{port}"), "resolves to a loopback"),
-        (format!("http://LOCALHOST.:{port}"), "resolves to a loopback"),
-        (format!("http://sub.localhost:{port}"), "resolves to a loopback"),
-        ("http://metadata.test".to_owned(), "resolves to a cloud metadata"),
+        (
+            format!("http://LOCALHOST.:{port}"),
+            "resolves to a loopback",
+        ),
+        (
+            format!("http://sub.localhost:{port}"),
+            "resolves to a loopback",
+        ),
+        (
+            "http://metadata.test".to_owned(),
+            "resolves to a cloud metadata",
+        ),
         ("http://intranet.test".to_owned(), "resolves to a private"),
-        (format!("http://rebind.test:{port}"), "resolves to a loopback"),
+        (
+            format!("http://rebind.test:{port}"),
+            "resolves to a loopback",
+        ),
         (
             format!("http://mapped.test:{port}"),
             "resolves to a loopback address (IPv4-mapped IPv6)",
@@ -492,7 +544,11 @@ async fn ssrf_guard_refuses_names_resolving_inside() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{base}: {body}");
         assert!(body.contains(class), "{base}: {body}");
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing reached the internal server");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the internal server"
+    );
 }
 
 #[tokio::test]
@@ -507,7 +563,10 @@ async fn redirects_are_returned_not_followed() {
     let redirector = serve_fn(move |_req: Request<Incoming>| async move {
         Response::builder()
             .status(StatusCode::FOUND)
-            .header(header::LOCATION, format!("http://{internal}/latest/meta-data"))
+            .header(
+                header::LOCATION,
+                format!("http://{internal}/latest/meta-data"),
+            )
             .body(full("moved"))
             .unwrap()
     })
@@ -550,9 +609,12 @@ async fn loopback_allowed_by_cidr_works_and_other_hosts_stay_refused() {
         .build()
         .unwrap();
     let gateway = serve(forward).await;
-    let res = within(5, client().request(get(format!("http://{gateway}/local/a/b"))))
-        .await
-        .unwrap();
+    let res = within(
+        5,
+        client().request(get(format!("http://{gateway}/local/a/b"))),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(support::text(res).await, "hello /a/b");
     let res = within(5, client().request(get(format!("http://{gateway}/v6/"))))
@@ -567,9 +629,9 @@ async fn h2_only_tls_upstream() -> (SocketAddr, Vec<u8>) {
     use tokio_rustls::rustls;
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert = ck.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
-        rustls::pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()),
-    );
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        ck.signing_key.serialize_der(),
+    ));
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

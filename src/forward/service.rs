@@ -310,7 +310,8 @@ impl<R> Builder<R> {
         }
 
         #[allow(unused_mut)]
-        let mut connector = ConnectorBuilder::new(guard.clone()).connect_timeout(self.connect_timeout);
+        let mut connector =
+            ConnectorBuilder::new(guard.clone()).connect_timeout(self.connect_timeout);
         #[cfg(feature = "tls")]
         {
             connector = connector.webpki_roots(self.webpki_roots);
@@ -318,9 +319,7 @@ impl<R> Builder<R> {
                 connector = connector.add_root_certificate(der);
             }
         }
-        let connector = connector
-            .build()
-            .map_err(|e| BuildError(e.to_string()))?;
+        let connector = connector.build().map_err(|e| BuildError(e.to_string()))?;
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_idle_timeout(self.pool_idle_timeout)
@@ -706,9 +705,8 @@ mod tests {
             ),
             ApiForward::builder().upstream(ok().allow_paths(["/../x"])),
             ApiForward::builder().upstream(ok().allow_paths(["chat"])),
-            ApiForward::builder().upstream(
-                ok().inject_header(header::HOST, Secret::new("evil").unwrap()),
-            ),
+            ApiForward::builder()
+                .upstream(ok().inject_header(header::HOST, Secret::new("evil").unwrap())),
             ApiForward::builder().upstream(ok()).upstream(
                 Upstream::new("b", "https://API.example.com")
                     .allow_methods([Method::GET])

@@ -242,16 +242,14 @@ pub(crate) fn parse_loose_ipv4(host: &str) -> Option<Ipv4Addr> {
     }
     let mut values = Vec::with_capacity(parts.len());
     for part in &parts {
-        let (digits, radix) = if let Some(hex) = part
-            .strip_prefix("0x")
-            .or_else(|| part.strip_prefix("0X"))
-        {
-            (hex, 16)
-        } else if part.len() > 1 && part.starts_with('0') {
-            (&part[1..], 8)
-        } else {
-            (*part, 10)
-        };
+        let (digits, radix) =
+            if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+                (hex, 16)
+            } else if part.len() > 1 && part.starts_with('0') {
+                (&part[1..], 8)
+            } else {
+                (*part, 10)
+            };
         if digits.is_empty() {
             return None;
         }
@@ -441,7 +439,7 @@ impl Policy {
 
     fn host_allowed(&self, host: &str) -> bool {
         let host = normalize_host(host);
-        self.hosts.iter().any(|h| *h == host)
+        self.hosts.contains(&host)
     }
 }
 
@@ -767,7 +765,9 @@ mod tests {
     fn exceptions() {
         let guard = SsrfGuard::new().allow_host("Internal.Example.");
         assert!(guard.check("internal.example", ip("10.0.0.1")).is_ok());
-        assert!(guard.check("internal.example", ip("fd00:ec2::254")).is_err());
+        assert!(guard
+            .check("internal.example", ip("fd00:ec2::254"))
+            .is_err());
         assert!(guard.check("other.example", ip("10.0.0.1")).is_err());
         let guard = SsrfGuard::new().allow_private(true);
         assert!(guard.check("x", ip("127.0.0.1")).is_ok());
@@ -795,7 +795,14 @@ mod tests {
         for good in ["10.0.0.0/8", "fd00::/8", "1.2.3.4", "::1", "0.0.0.0/0"] {
             assert!(good.parse::<Cidr>().is_ok(), "{good}");
         }
-        for bad in ["10.0.0.0/", "10.0.0.0/33", "::/129", "x/8", "10.0.0.0/+8", "10/8"] {
+        for bad in [
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "::/129",
+            "x/8",
+            "10.0.0.0/+8",
+            "10/8",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }
