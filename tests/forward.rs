@@ -626,6 +626,23 @@ async fn loopback_allowed_by_cidr_works_and_other_hosts_stay_refused() {
 /// An HTTPS upstream that offers only `h2` by ALPN, with a self-signed certificate for
 /// `localhost`. Answers with the HTTP version and whether the key arrived.
 async fn h2_only_tls_upstream() -> (SocketAddr, Vec<u8>) {
+    tls_h2_upstream(|req: Request<Incoming>| async move {
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .is_some_and(|v| v == format!("Bearer {KEY}").as_str());
+        Response::new(full(format!("{:?} auth_ok={ok}", req.version())))
+    })
+    .await
+}
+
+/// Serves `f` over TLS with ALPN `h2` only and a self-signed certificate for `localhost`; returns
+/// the address and the certificate (DER).
+async fn tls_h2_upstream<F, Fut>(f: F) -> (SocketAddr, Vec<u8>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<TestBody>> + Send + 'static,
+{
     use tokio_rustls::rustls;
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert = ck.cert.der().clone();
@@ -650,19 +667,14 @@ async fn h2_only_tls_upstream() -> (SocketAddr, Vec<u8>) {
                 continue;
             };
             let acceptor = acceptor.clone();
+            let f = f.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    let ok = req
-                        .headers()
-                        .get(header::AUTHORIZATION)
-                        .is_some_and(|v| v == format!("Bearer {KEY}").as_str());
-                    Ok::<_, Infallible>(Response::new(full(format!(
-                        "{:?} auth_ok={ok}",
-                        req.version()
-                    ))))
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let f = f.clone();
+                    async move { Ok::<_, Infallible>(f(req).await) }
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), svc)
@@ -694,4 +706,81 @@ async fn https_upstream_speaking_only_h2() {
     let (status, _, body) = assert_no_key(res).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, "HTTP/2.0 auth_ok=true");
+}
+
+#[tokio::test]
+async fn sse_over_an_h2_only_https_upstream_streams_event_by_event() {
+    let (ack_tx, ack_rx) = mpsc::channel(1);
+    let acks = Arc::new(Mutex::new(Some(ack_rx)));
+    let (addr, cert) = tls_h2_upstream(move |req: Request<Incoming>| {
+        let acks = acks.clone();
+        async move {
+            assert_eq!(req.version(), http::Version::HTTP_2);
+            let mut acks = acks.lock().unwrap().take().expect("one stream");
+            let (tx, rx) = mpsc::channel(1);
+            tokio::spawn(async move {
+                for k in 0..EVENTS {
+                    let event = format!("data: token {k}\n\n");
+                    if tx.send(Ok(Frame::data(Bytes::from(event)))).await.is_err() {
+                        return;
+                    }
+                    match tokio::time::timeout(Duration::from_secs(10), acks.recv()).await {
+                        Ok(Some(a)) if a == k => {}
+                        _ => return,
+                    }
+                }
+            });
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(body_stream(rx))
+                .unwrap()
+        }
+    })
+    .await;
+    let forward = ApiForward::builder()
+        .add_root_certificate(cert)
+        .upstream(
+            Upstream::new("llm", format!("https://localhost:{}/v1", addr.port()))
+                .allow_methods([Method::POST])
+                .allow_paths(["/chat/completions"])
+                .allow_private(true),
+        )
+        .build()
+        .unwrap();
+    let gateway = serve(
+        ServiceBuilder::new()
+            .layer(CompressionLayer::new())
+            .service(forward),
+    )
+    .await;
+    let req = Request::post(format!("http://{gateway}/llm/chat/completions"))
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(r#"{"messages":[]}"#))
+        .unwrap();
+    let res = within(10, client().request(req)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(!res.headers().contains_key(header::CONTENT_ENCODING));
+    read_events(res, ack_tx).await;
+}
+
+#[tokio::test]
+async fn wildcard_upstream_allowed_private_reaches_the_local_server() {
+    let upstream = serve_fn(|_req: Request<Incoming>| async { Response::new(full("here")) }).await;
+    let base = format!("http://0.0.0.0:{}", upstream.port());
+    let forward = ApiForward::builder()
+        .upstream(
+            Upstream::new("wild0", base.as_str())
+                .allow_methods([Method::GET])
+                .allow_paths(["/"])
+                .allow_private(true),
+        )
+        .build()
+        .unwrap();
+    let gateway = serve(forward).await;
+    let res = within(5, client().request(get(format!("http://{gateway}/wild0/"))))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(support::text(res).await, "here");
 }

@@ -303,6 +303,13 @@ impl<R> Builder<R> {
             hosts.insert(host.clone(), (name.clone(), allow_private));
             if allow_private && !guard.allows_host(&host) {
                 guard = guard.allow_host(&host);
+                // The connector dials `0.0.0.0` and `[::]` as `localhost`.
+                if host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_unspecified())
+                {
+                    guard = guard.allow_host("localhost");
+                }
             }
             if routes.insert(name.clone(), route).is_some() {
                 return Err(BuildError(format!("upstream `{name}` is configured twice")));
