@@ -688,6 +688,20 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_shows_secrets() {
+        let builder = ApiForward::builder().upstream(
+            Upstream::new("a", "https://api.example.com")
+                .allow_methods([Method::POST])
+                .allow_paths(["/"])
+                .inject_header(header::AUTHORIZATION, Secret::bearer("sk-hidden").unwrap()),
+        );
+        let shown = format!("{builder:?}");
+        assert!(shown.contains("Secret(<redacted>)") && !shown.contains("sk-hidden"));
+        let forward = builder.build().unwrap();
+        assert!(!format!("{forward:?}").contains("sk-hidden"));
+    }
+
+    #[test]
     fn bad_configurations_are_refused() {
         let ok = || {
             Upstream::new("a", "https://api.example.com/v1")

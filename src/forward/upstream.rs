@@ -18,7 +18,7 @@ use http::Method;
 /// assert_eq!(format!("{key:?}"), "Secret(<redacted>)");
 /// # Ok::<(), sandbox_gateway::forward::SecretError>(())
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Secret(HeaderValue);
 
 impl Secret {
