@@ -76,6 +76,9 @@
 pub mod auth;
 pub mod connect;
 pub mod cors;
+#[cfg(feature = "forward")]
+#[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
+pub mod forward;
 pub mod host;
 pub mod isolation;
 pub mod proxy;

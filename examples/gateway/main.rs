@@ -15,6 +15,7 @@
 
 mod demo;
 mod ide;
+mod llm;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
+use http::{header, Method};
+use sandbox_gateway::cors::{AllowOrigin, CorsLayer};
+use sandbox_gateway::forward::{ApiForward, Secret, Upstream};
 use sandbox_gateway::host::HostAllowlistLayer;
 use sandbox_gateway::isolation::IsolationLayer;
 use sandbox_gateway::proxy::ReverseProxy;
@@ -194,11 +198,35 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let sandbox = format!("http://localhost:{port}").parse()?;
     let (ide_api, ide_pages) = ide::routes(ide::signer()?, sandbox, proxy.clone())?;
 
+    // `/api/proxy/demo-llm/…` → the embedded HTTPS, h2-only demo API; the key stays here.
+    let llm = llm::start().await?;
+    let forward = ApiForward::builder()
+        .add_root_certificate(llm.cert.clone())
+        .upstream(
+            Upstream::new(
+                "demo-llm",
+                format!("https://localhost:{}/v1", llm.addr.port()),
+            )
+            .allow_methods([Method::POST])
+            .allow_paths(["/chat/completions"])
+            .inject_header(header::AUTHORIZATION, Secret::bearer(llm::DEMO_KEY)?)
+            // The demo API is on loopback, which the SSRF guard refuses unless told.
+            .allow_private(true),
+        )
+        .build()?;
+    let cors = CorsLayer::builder()
+        .allow_origin(AllowOrigin::list(args.allow_origins.iter().cloned()))
+        .allow_methods([Method::POST])
+        .allow_headers([header::CONTENT_TYPE])
+        .build()?;
+    let api_proxy = ServiceBuilder::new().layer(cors).service(forward);
+
     let index = index_page(port);
     let app = Router::new()
         .route("/", get(move || async move { Html(index) }))
         .route("/ide", get(|| async { Html(IDE_PAGE) }))
         .nest("/api", ide_api)
+        .nest_service("/api/proxy", api_proxy)
         .merge(ide_pages)
         .fallback_service(previews)
         .layer(preview_by_host)
@@ -212,6 +240,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for (path, what) in links(port) {
         println!("  http://{gw}{path:<28} {what}");
     }
+    println!(
+        "  curl -N -X POST http://{gw}/api/proxy/demo-llm/chat/completions -H 'content-type: application/json' -d '{{}}'\n  {:28} streamed tokens from the demo API (https://localhost:{}, h2 only), key injected here",
+        "",
+        llm.addr.port()
+    );
     println!("\nports reachable through /proxy/{{port}}/: {ports:?}");
     println!(
         "the same ports by Host: http://{{port}}.localhost:{}/ (e.g. http://{port}.localhost:{}/)",

@@ -21,3 +21,11 @@ pub use origin::{InvalidOrigin, OriginCheck};
 pub use service::{
     Builder, ResponseFuture, ReverseProxy, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };
+
+// The pieces the API forwarder shares with the reverse proxy.
+#[cfg(feature = "forward")]
+pub(crate) use body::{Progress, RequestBody};
+#[cfg(feature = "forward")]
+pub(crate) use headers::{check_request, join_cookies, strip_hop_by_hop};
+#[cfg(feature = "forward")]
+pub(crate) use service::with_head_timeout;

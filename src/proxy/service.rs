@@ -520,7 +520,11 @@ where
 }
 
 /// Waits for the response head, giving up when `limit` passes with no progress of the request body.
-async fn with_head_timeout<F, T>(fut: F, limit: Duration, progress: &Progress) -> Option<T>
+pub(crate) async fn with_head_timeout<F, T>(
+    fut: F,
+    limit: Duration,
+    progress: &Progress,
+) -> Option<T>
 where
     F: Future<Output = T>,
 {
