@@ -1,9 +1,9 @@
 //! Server-Sent Events passthrough: no buffering, no compression, optional idle heartbeat.
 //!
-//! [`SseLayer`](crate::sse::SseLayer) wraps any service (a reverse proxy, an API forwarder, a
+//! [`SseLayer`] wraps any service (a reverse proxy, an API forwarder, a
 //! handler) and looks at each response's `Content-Type`. When its media type is
 //! `text/event-stream` (compared case-insensitively, parameters allowed, see
-//! [`is_event_stream`](crate::sse::is_event_stream)), the response is made safe to relay through
+//! [`is_event_stream`]), the response is made safe to relay through
 //! buffering intermediaries:
 //!
 //! - `Content-Length` is removed; the body reports an unknown size, so it goes out chunked on
@@ -19,7 +19,7 @@
 //!   untouched (and heartbeats are then off for that response: comments cannot be spliced into
 //!   a compressed stream).
 //! - Each upstream frame is handed on the moment it arrives: nothing is buffered, coalesced or
-//!   split ([`SseBody`](crate::sse::SseBody)).
+//!   split ([`SseBody`]).
 //! - Optional heartbeat
 //!   ([`SseLayerBuilder::heartbeat`](crate::sse::SseLayerBuilder::heartbeat), off by default):
 //!   after that much silence a comment frame `:\n\n` is sent, which browsers ignore but which
@@ -37,7 +37,7 @@
 //!
 //! The request is not touched: `Last-Event-ID`, which a reconnecting `EventSource` sends, reaches
 //! the upstream as the browser sent it. Responses of any other content type pass through
-//! unchanged, through a passthrough variant of [`SseBody`](crate::sse::SseBody) that only
+//! unchanged, through a passthrough variant of [`SseBody`] that only
 //! forwards calls.
 //!
 //! # With tower-http's `CompressionLayer`
@@ -82,7 +82,7 @@
 //!
 //! A custom predicate must keep refusing event streams: keep `NotForContentType::SSE` in the
 //! chain (with `CompressionLayer` outside `SseLayer`), or test with
-//! [`is_event_stream`](crate::sse::is_event_stream), which
+//! [`is_event_stream`], which
 //! also matches other spellings wherever the layers are:
 //!
 //! ```
