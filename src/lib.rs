@@ -13,17 +13,22 @@
 //!    │
 //!    ├─ /api/dev/{id}/ide?token=…  auth::Bootstrap: token ✓ once → HttpOnly cookie → 303 /__ide/{id}/
 //!    ├─ /__ide/{id}/…              auth::TunnelAuthLayer (cookie ✓, gateway cookie + Authorization
-//!    │                              removed) ─► route ─► proxy ─► the IDE in its container
-//!    ├─ /proxy/{port}/…            route::RouteLayer(PathMount) ─► sse::SseLayer ─► proxy::ReverseProxy
-//!    │                               │ resolves a route::Target once,         │ streams bodies, strips
-//!    │                               │ attached to the request                │ hop-by-hop, splices
-//!    │                               ▼                                        │ WebSocket upgrades to
-//!    │                            paths checked: no `..`, `%2f`, `\`, `//`     │ that same target
-//!    │                                                                        ▼
+//!    │                              removed) ─► route ─► rewrite ─► proxy ─► the IDE in its container
+//!    ├─ /proxy/{port}/…            route::RouteLayer(PathMount) ─► rewrite::RewriteLayer ─► proxy::ReverseProxy
+//!    ├─ {port}.localhost           route::RouteLayer(HostRoute) ─► rewrite ─► proxy
+//!    │                               │ a route::Target resolved once,  │ Host/Origin     │ streams bodies, strips
+//!    │                               │ carried by the request          │ policies,       │ hop-by-hop, splices
+//!    │                               ▼                                 │ Forwarded,      │ WebSocket upgrades to
+//!    │                            paths checked: no `..`, `%2f`, `\`   │ Location and    │ that same target
+//!    │                            bad ports refused at start-up        │ Set-Cookie      ▼
+//!    │                                                                 │ under the mount
 //!    │                                        connect::Connector: localhost → ::1 + 127.0.0.1 raced
 //!    │                                        (Happy Eyeballs), TLS + ALPN h2 / http/1.1
-//!    ├─ cross-origin API routes    cors::CorsLayer: preflights answered first, one set of CORS headers
+//!    ├─ /api/proxy/{name}/…        cors::CorsLayer ─► forward::ApiForward ─► external API (h2/TLS, SSE)
+//!    │                              named upstreams, server-held secret injected, SsrfGuard on
+//!    │                              every resolved address
 //!    └─ any other route            your own handlers
+//!    event streams anywhere: sse::SseLayer (unbuffered, uncompressed, heartbeats)
 //! ```
 //!
 //! The target of a request is resolved once, for that request, and travels with it in its
@@ -35,12 +40,14 @@
 //! | module | what it owns |
 //! |---|---|
 //! | [`proxy`] | [`ReverseProxy`](proxy::ReverseProxy): streaming, hop-by-hop, upgrades, errors as answers |
-//! | [`route`] | [`Target`](route::Target), [`Resolve`](route::Resolve), [`PathMount`](route::PathMount), path checks |
+//! | [`route`] | [`Target`](route::Target), [`Resolve`](route::Resolve), [`PathMount`](route::PathMount), [`HostRoute`](route::HostRoute) / [`HostPattern`](route::HostPattern), [`is_bad_port`](route::is_bad_port), path checks |
+//! | [`rewrite`] | [`RewriteLayer`](rewrite::RewriteLayer): Host / Origin policies, Forwarded + X-Forwarded-* with trusted peers, Location / Set-Cookie mapped back under a mount |
 //! | [`connect`] | [`Connector`](connect::Connector), [`LocalhostResolver`](connect::LocalhostResolver): both loopbacks, TLS + ALPN |
 //! | [`sse`] | [`SseLayer`](sse::SseLayer): event streams unbuffered, uncompressed, kept alive |
 //! | [`cors`] | [`CorsLayer`](cors::CorsLayer): proxy-safe CORS, preflights, Private Network Access |
 //! | [`isolation`] | [`IsolationLayer`](isolation::IsolationLayer): COOP / COEP / CORP for `crossOriginIsolated` |
 //! | [`host`] | [`HostAllowlistLayer`](host::HostAllowlistLayer): the DNS-rebinding guard |
+//! | `forward` | `ApiForward`: named upstreams, injected `Secret`s, `SsrfGuard` on every connection |
 //! | `auth` | `TokenSigner`, `Bootstrap`, `TunnelAuthLayer`, `NonceStore`: the IDE tunnel's token → cookie flow |
 //!
 //! # Example
@@ -48,12 +55,16 @@
 //! ```no_run
 //! use axum::Router;
 //! use sandbox_gateway::proxy::ReverseProxy;
+//! use sandbox_gateway::rewrite::RewriteLayer;
 //! use sandbox_gateway::route::{PathMount, RouteLayer};
 //! use tower::ServiceBuilder;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Redirects and cookies of the dev server come back under /proxy/{port}/; insert
+//! // `rewrite::ClientAddr` per connection to send X-Forwarded-For.
 //! let previews = ServiceBuilder::new()
 //!     .layer(RouteLayer::new(PathMount::strip("/proxy").allow_ports([5173, 3000])))
+//!     .layer(RewriteLayer::new())
 //!     .service(ReverseProxy::new());
 //! let app: Router = Router::new().route_service("/proxy/{*rest}", previews);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -65,6 +76,8 @@
 //!
 //! - `tls` (default): `https` upstreams with rustls (ring) and ALPN `h2` / `http/1.1`.
 //! - `auth` (default): the `auth` module (HMAC-SHA256 tokens, cookies, nonce store).
+//! - `forward` (default): the `forward` module, the outbound API proxy for sandboxed apps with its
+//!   SSRF guard.
 //! - `redis`: a Redis `NonceStore` (implies `auth`), so a token spent on one replica is
 //!   spent on all.
 #![deny(missing_docs)]

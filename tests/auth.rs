@@ -766,32 +766,54 @@ mod redis_shared {
             );
             return None;
         }
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let server = RedisServer {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
+        // A free port can be taken by another test between the probe and the server's bind:
+        // a server that exits is retried on a new port, a few times.
+        for _ in 0..5 {
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            };
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            let mut server = RedisServer {
+                child,
+                url: format!("redis://127.0.0.1:{port}/"),
+            };
+            if ready(&mut server, port).await {
                 return Some(server);
             }
-            assert!(Instant::now() < deadline, "redis-server did not start");
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// Whether the server answers `PING` with `+PONG` within 10 s (false when it exits first).
+    async fn ready(server: &mut RedisServer, port: u16) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(server.child.try_wait(), Ok(None)) {
+                return false;
+            }
+            if let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                let mut buf = [0u8; 7];
+                let pong = async {
+                    conn.write_all(b"PING\r\n").await?;
+                    conn.read_exact(&mut buf).await
+                };
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), pong).await {
+                    if &buf == b"+PONG\r\n" {
+                        return true;
+                    }
+                }
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        false
     }
 
     #[tokio::test]

@@ -31,9 +31,11 @@ use futures_util::{stream, StreamExt};
 use hyper_util::client::legacy::connect::HttpConnector;
 use sandbox_gateway::auth::{bootstrap_url, Bootstrap, CookieConfig, TokenSigner, TunnelAuthLayer};
 use sandbox_gateway::cors::{AllowOrigin, CorsLayer};
+use sandbox_gateway::forward::{ApiForward, Secret, Upstream as ApiUpstream};
 use sandbox_gateway::isolation::IsolationLayer;
 use sandbox_gateway::proxy::ReverseProxy;
-use sandbox_gateway::route::{PathMount, RouteError, RouteLayer, Upstream};
+use sandbox_gateway::rewrite::RewriteLayer;
+use sandbox_gateway::route::{HostPattern, HostRoute, PathMount, RouteError, RouteLayer, Upstream};
 use sandbox_gateway::sse::SseLayer;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -280,14 +282,27 @@ async fn dev_server_on_v6_loopback() -> SocketAddr {
 async fn preview_gateway(dev_port: u16, via_localhost: bool) -> SocketAddr {
     let proxy = ServiceBuilder::new().layer(SseLayer::new());
     let router = if via_localhost {
-        Router::new().route_service(
-            "/proxy/{*rest}",
-            proxy
-                .layer(RouteLayer::new(
-                    PathMount::strip("/proxy").allow_port(dev_port),
-                ))
-                .service(ReverseProxy::new()),
-        )
+        // `/proxy/{port}/…` by path, and `{port}.localhost` by Host for everything else.
+        let by_host = HostRoute::ports("{port}.localhost".parse::<HostPattern>().unwrap(), "port")
+            .unwrap()
+            .allow_port(dev_port);
+        Router::new()
+            .route_service(
+                "/proxy/{*rest}",
+                proxy
+                    .layer(RouteLayer::new(
+                        PathMount::strip("/proxy").allow_port(dev_port),
+                    ))
+                    .layer(RewriteLayer::new())
+                    .service(ReverseProxy::new()),
+            )
+            .fallback_service(
+                ServiceBuilder::new()
+                    .layer(SseLayer::new())
+                    .layer(RouteLayer::new(by_host))
+                    .layer(RewriteLayer::new())
+                    .service(ReverseProxy::new()),
+            )
     } else {
         let upstream: Upstream = format!("http://127.0.0.1:{dev_port}").parse().unwrap();
         let prefix = format!("/proxy/{dev_port}");
@@ -315,18 +330,9 @@ async fn preview_gateway(dev_port: u16, via_localhost: bool) -> SocketAddr {
     serve("127.0.0.1:0", router).await
 }
 
-async fn preview_scenario(
-    browser: &Client,
-    gateway: SocketAddr,
-    dev_port: u16,
-) -> Result<(), String> {
-    browser
-        .goto(&format!(
-            "http://localhost:{}/proxy/{dev_port}/",
-            gateway.port()
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
+/// Loads `url` (the dev server's page through the gateway) and checks what the page saw.
+async fn preview_scenario(browser: &Client, url: &str) -> Result<(), String> {
+    browser.goto(url).await.map_err(|e| e.to_string())?;
     let seen = result(browser, STEP).await?;
     if seen["ws"] != "echo:hmr" {
         return Err(format!("WebSocket through the proxy: {seen}"));
@@ -345,13 +351,17 @@ async fn preview_of_a_dev_server_bound_only_to_v6_loopback() {
     let browser = driver.browser().await;
     let dev = dev_server_on_v6_loopback().await;
 
-    let gateway = preview_gateway(dev.port(), true).await;
-    let outcome = preview_scenario(&browser, gateway, dev.port()).await;
-    assert_eq!(outcome, Ok(()));
+    let (p, g) = (dev.port(), preview_gateway(dev.port(), true).await.port());
+    let by_path = format!("http://localhost:{g}/proxy/{p}/");
+    assert_eq!(preview_scenario(&browser, &by_path).await, Ok(()));
+    // The same dev server by Host: browsers resolve `*.localhost` to loopback themselves.
+    let by_host = format!("http://{p}.localhost:{g}/");
+    assert_eq!(preview_scenario(&browser, &by_host).await, Ok(()));
 
     // Without the localhost connector (a proxy aimed at 127.0.0.1), the same page never loads.
-    let broken = preview_gateway(dev.port(), false).await;
-    let outcome = preview_scenario(&browser, broken, dev.port()).await;
+    let broken = preview_gateway(p, false).await.port();
+    let outcome =
+        preview_scenario(&browser, &format!("http://localhost:{broken}/proxy/{p}/")).await;
     assert!(
         outcome.is_err(),
         "a proxy aimed at 127.0.0.1 reached a [::1]-only server"
@@ -555,7 +565,7 @@ const APP_PAGE: &str = r#"<!doctype html><title>app</title><body><h1>app</h1>
 (async () => {
   const out = { events: [] };
   try {
-    const res = await fetch(GATEWAY + '/api/proxy/demo-llm', {
+    const res = await fetch(GATEWAY + '/api/proxy/demo-llm/chat', {
       method: 'POST',
       headers: { 'Authorization': 'Bearer app-session', 'Content-Type': 'application/json' },
       body: JSON.stringify({ prompt: 'hello' }),
@@ -595,11 +605,25 @@ document.body.append(p);
 </script>"#;
 
 const EVENTS: usize = 10;
+/// The API key only the gateway holds.
+const API_KEY: &str = "Bearer demo-key";
 
 /// The API upstream sends event k+1 only after the app acknowledged event k, so the events can
 /// only all arrive if each was delivered to the page before the next was written.
 async fn llm_upstream(acks: Arc<Mutex<mpsc::Receiver<usize>>>) -> SocketAddr {
-    async fn answer(State(acks): State<Arc<Mutex<mpsc::Receiver<usize>>>>) -> Response {
+    async fn answer(
+        State(acks): State<Arc<Mutex<mpsc::Receiver<usize>>>>,
+        headers: axum::http::HeaderMap,
+    ) -> Response {
+        // Only the key the gateway holds opens the API; the app's own token never arrives.
+        if headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .collect::<Vec<_>>()
+            != [API_KEY]
+        {
+            return (StatusCode::UNAUTHORIZED, "bad key").into_response();
+        }
         let events = stream::unfold(0usize, move |k| {
             let acks = acks.clone();
             async move {
@@ -640,11 +664,17 @@ struct AppGateway {
 }
 
 async fn app_gateway(upstream: SocketAddr, allowed_origin: &str, with: AppGateway) -> SocketAddr {
-    let upstream: Upstream = format!("http://{upstream}").parse().unwrap();
-    let api = ServiceBuilder::new()
-        .layer(SseLayer::new())
-        .layer(RouteLayer::new(upstream))
-        .service(ReverseProxy::new());
+    let api = ApiForward::builder()
+        .upstream(
+            ApiUpstream::new("demo-llm", format!("http://{upstream}/v1"))
+                .allow_methods([Method::POST])
+                .allow_paths(["/chat"])
+                .inject_header(header::AUTHORIZATION, Secret::new(API_KEY).unwrap())
+                // The stand-in API is on loopback, which the SSRF guard refuses unless told.
+                .allow_private(true),
+        )
+        .build()
+        .unwrap();
     let api = if with.cors {
         let cors = CorsLayer::builder()
             .allow_origin(AllowOrigin::list([allowed_origin]))
@@ -652,12 +682,9 @@ async fn app_gateway(upstream: SocketAddr, allowed_origin: &str, with: AppGatewa
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
             .build()
             .unwrap();
-        Router::new().route_service(
-            "/api/proxy/{*rest}",
-            ServiceBuilder::new().layer(cors).service(api),
-        )
+        Router::new().nest_service("/api/proxy", ServiceBuilder::new().layer(cors).service(api))
     } else {
-        Router::new().route_service("/api/proxy/{*rest}", api)
+        Router::new().nest_service("/api/proxy", api)
     };
     let mut router = Router::new()
         .route("/", get(|| async { Html(HOST_PAGE) }))
