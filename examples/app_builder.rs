@@ -76,7 +76,17 @@ fn key_for(name: &str) -> Result<Option<Secret>, Error> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("app_builder: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
     let (mut listen, mut origins, mut apis) = ("127.0.0.1:8080".to_owned(), vec![], vec![]);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -94,7 +104,10 @@ async fn main() -> Result<(), Error> {
     if origins.is_empty() {
         origins.push("https://*.webcontainer-api.io".to_owned());
     }
-    let mut example = apis.first().map(|a| format!("{}/", a.name()));
+    // Most model servers (Ollama, LM Studio, vLLM) speak the OpenAI API.
+    let mut example = apis
+        .first()
+        .map(|a| format!("{}/chat/completions", a.name()));
     if std::env::var_os("OPENAI_API_KEY").is_some() {
         let key = Secret::bearer_from_env("OPENAI_API_KEY")?;
         apis.push(

@@ -102,7 +102,17 @@ fn parse_args() -> Result<(SocketAddr, Vec<u16>, Vec<String>), Error> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("preview: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
     let (listen, ports, hosts) = parse_args()?;
     let svc = service(ports.clone(), hosts)?;
     let listener = tokio::net::TcpListener::bind(listen)
