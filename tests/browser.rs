@@ -118,6 +118,17 @@ impl Driver {
             "--disable-sync".to_owned(),
             "--no-first-run".to_owned(),
             "--disable-popup-blocking".to_owned(),
+            // Loopback only: everything else goes to a proxy on a closed loopback port, so
+            // Chromium neither resolves nor reaches any other host (loopback bypasses proxies).
+            "--proxy-server=http://127.0.0.1:9".to_owned(),
+            "--no-pings".to_owned(),
+            "--disable-domain-reliability".to_owned(),
+            "--disable-client-side-phishing-detection".to_owned(),
+            "--disable-default-apps".to_owned(),
+            "--disable-extensions".to_owned(),
+            "--disable-breakpad".to_owned(),
+            "--safebrowsing-disable-auto-update".to_owned(),
+            "--metrics-recording-only".to_owned(),
             format!("--user-data-dir={}", profile.path.display()),
         ];
         if std::env::var_os("BROWSER_LOG").is_some() {
@@ -145,11 +156,14 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        // The whole group: chromedriver and every Chromium it started.
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(format!("-{}", self.child.id()))
-            .status();
+        // The whole group: chromedriver and every Chromium it started. `--` keeps the negative
+        // group id from being read as an option (`kill -KILL -N` can mean every process).
+        let group = self.child.id();
+        if group > 1 {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{group}")])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -652,7 +666,7 @@ async fn llm_upstream(acks: Arc<Mutex<mpsc::Receiver<usize>>>) -> SocketAddr {
     serve(
         "127.0.0.1:0",
         Router::new()
-            .route("/api/proxy/demo-llm", post(answer))
+            .route("/v1/chat", post(answer))
             .with_state(acks),
     )
     .await
