@@ -127,7 +127,10 @@ async fn upstream() -> SocketAddr {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
             let at = epoch().elapsed().as_nanos();
-            Some((Ok::<_, Infallible>(Bytes::from(format!("data: {at}\n\n"))), n + 1))
+            Some((
+                Ok::<_, Infallible>(Bytes::from(format!("data: {at}\n\n"))),
+                n + 1,
+            ))
         });
         (
             [(header::CONTENT_TYPE, "text/event-stream")],
@@ -269,7 +272,9 @@ fn node_http_proxy(upstream: SocketAddr) -> Result<Target, String> {
     let exe = which("node").ok_or("node not installed")?;
     let modules = std::env::var("SGW_LOAD_NODE_MODULES")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load-node/node_modules"));
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load-node/node_modules")
+        });
     if !modules.join("http-proxy").exists() {
         return Err(format!(
             "http-proxy not found in {} (./scripts/load-compare installs it)",
@@ -364,16 +369,24 @@ async fn small_get(addr: SocketAddr) -> Result<(f64, f64, f64, f64), String> {
             .find(|l| l.starts_with(prefix))
             .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
     };
-    let rps: f64 = find("Requests/sec:").and_then(|v| v.parse().ok()).ok_or(format!("wrk said: {text}"))?;
-    let p50 = find("50%").and_then(|v| wrk_duration(&v)).unwrap_or(f64::NAN);
-    let p99 = find("99%").and_then(|v| wrk_duration(&v)).unwrap_or(f64::NAN);
+    let rps: f64 = find("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .ok_or(format!("wrk said: {text}"))?;
+    let p50 = find("50%")
+        .and_then(|v| wrk_duration(&v))
+        .unwrap_or(f64::NAN);
+    let p99 = find("99%")
+        .and_then(|v| wrk_duration(&v))
+        .unwrap_or(f64::NAN);
     let total: f64 = text
         .lines()
         .find(|l| l.contains("requests in"))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(rps * f64::from(WRK_SECONDS));
-    let errors = text.lines().any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    let errors = text
+        .lines()
+        .any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
     if errors {
         eprintln!("note: wrk reported errors against {addr}:\n{text}");
     }
@@ -409,7 +422,9 @@ async fn ws_rtt(addr: SocketAddr) -> Result<f64, String> {
     let mut rtts = Vec::with_capacity(WS_ROUNDS);
     for _ in 0..WS_ROUNDS {
         let t = Instant::now();
-        ws.send(Message::Binary(payload.clone())).await.map_err(|e| e.to_string())?;
+        ws.send(Message::Binary(payload.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
         match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
             Ok(Some(Ok(Message::Binary(_)))) => rtts.push(t.elapsed().as_secs_f64() * 1e6),
             other => return Err(format!("echo: {other:?}")),
@@ -435,7 +450,11 @@ async fn sse_latency(addr: SocketAddr) -> Result<f64, String> {
             buf.push_str(&String::from_utf8_lossy(data));
             while let Some(i) = buf.find("\n\n") {
                 let event: String = buf.drain(..i + 2).collect();
-                if let Some(at) = event.trim().strip_prefix("data: ").and_then(|v| v.parse::<u128>().ok()) {
+                if let Some(at) = event
+                    .trim()
+                    .strip_prefix("data: ")
+                    .and_then(|v| v.parse::<u128>().ok())
+                {
                     lat.push((now - at) as f64 / 1e6);
                 }
             }
@@ -518,7 +537,9 @@ async fn compare() {
     for (name, figures) in &rows {
         match figures {
             Ok(f) => {
-                let ratio = |v: f64, b: Option<f64>| b.map(|b| format!(" ({:.2}×)", v / b)).unwrap_or_default();
+                let ratio = |v: f64, b: Option<f64>| {
+                    b.map(|b| format!(" ({:.2}×)", v / b)).unwrap_or_default()
+                };
                 println!(
                     "| {name} | {:.0}{} | {:.2} / {:.2} | {} | {:.0}{} | {} | {:.0}{} | {:.2} ({:+.2}) |",
                     f.rps,
