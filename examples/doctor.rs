@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --example doctor --features doctor -- URL [--origin ORIGIN] [--api PATH] \
-//!     [--ws PATH] [--sse PATH] [--protocol NAME] [--timeout SECS] [--json]
+//!     [--headers LIST] [--ws PATH] [--sse PATH] [--protocol NAME] [--timeout SECS] [--json]
 //! ```
 //!
 //! Prints one line per finding (`ok|warn|fail  name — cause; fix`), or one JSON object with
@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use sandbox_gateway::doctor::{Probe, ProbeBuilder};
 
-const USAGE: &str = "usage: doctor URL [--origin ORIGIN] [--api PATH] [--ws PATH] [--sse PATH] \
-[--protocol NAME] [--timeout SECS] [--json]
+const USAGE: &str = "usage: doctor URL [--origin ORIGIN] [--api PATH] [--headers LIST] [--ws PATH] \
+[--sse PATH] [--protocol NAME] [--timeout SECS] [--json]
 
   URL              the page the browser loads, e.g. https://gateway.example/ or http://localhost:8080/
   --origin ORIGIN  the origin of the page that calls the API cross-origin (for the CORS preflight)
   --api PATH       an API path to send a CORS preflight to
+  --headers LIST   the request headers the preflight asks for (default authorization,content-type)
   --ws PATH        a WebSocket path to upgrade
   --sse PATH       an event-stream path to read
   --protocol NAME  a WebSocket subprotocol to ask for
@@ -39,7 +40,7 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "-h" | "--help" => return Err(USAGE.to_owned()),
             "--json" => json = true,
-            "--origin" | "--api" | "--ws" | "--sse" | "--protocol" | "--timeout" => {
+            "--origin" | "--api" | "--headers" | "--ws" | "--sse" | "--protocol" | "--timeout" => {
                 let value = it.next().ok_or(format!("{arg} needs a value"))?;
                 flags.push((arg, value));
             }
@@ -55,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
         probe = match flag.as_str() {
             "--origin" => probe.origin(value),
             "--api" => probe.api_path(value),
+            "--headers" => probe.preflight_headers(value.split(',').filter(|h| !h.is_empty())),
             "--ws" => probe.ws_path(value),
             "--sse" => probe.sse_path(value),
             "--protocol" => probe.ws_protocol(value),

@@ -3,6 +3,7 @@
 #![cfg(feature = "doctor")]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,6 +16,9 @@ use axum::routing::{any, get};
 use axum::Router;
 use futures_util::stream::{self, Stream};
 use http::{header, HeaderValue, Method, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sandbox_gateway::cors::{AllowOrigin, CorsLayer};
 use sandbox_gateway::doctor::{Outcome, Probe, Report};
 use sandbox_gateway::host::HostAllowlistLayer;
@@ -78,6 +82,76 @@ async fn upstream() -> SocketAddr {
     serve(app).await
 }
 
+/// A private CA and a `localhost` certificate it signed: (CA, leaf, key).
+fn pki() -> (
+    CertificateDer<'static>,
+    CertificateDer<'static>,
+    PrivateKeyDer<'static>,
+) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "sandbox-gateway doctor test CA");
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (
+        ca.der().clone(),
+        leaf.der().clone(),
+        PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+    )
+}
+
+/// Serves `app` over TLS on 127.0.0.1, offering `alpn`, HTTP/1.1 and HTTP/2, upgrades enabled.
+async fn serve_tls(
+    app: Router,
+    leaf: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> SocketAddr {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf], key)
+    .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(tls),
+                        hyper_util::service::TowerToHyperService::new(app),
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -132,6 +206,10 @@ async fn naive_cors(req: Request, next: Next) -> Response {
 /// A gateway wired like `examples/gateway`: the page, `/api/…` behind CORS to the upstream, and
 /// everything else (`/events`, `/short`, `/ws`) through SseLayer and ReverseProxy.
 async fn gateway(up: SocketAddr, s: Stack) -> SocketAddr {
+    serve(app(up, s)).await
+}
+
+fn app(up: SocketAddr, s: Stack) -> Router {
     let proxy = ReverseProxy::builder()
         .upstream(format!("http://{up}").parse().unwrap())
         .build()
@@ -182,7 +260,7 @@ async fn gateway(up: SocketAddr, s: Stack) -> SocketAddr {
     if s.host_check {
         app = app.layer(HostAllowlistLayer::builder().build().unwrap());
     }
-    serve(app).await
+    app
 }
 
 async fn probe(gw: SocketAddr, sse: &str) -> Report {
@@ -410,4 +488,92 @@ async fn host_check_removed_warns_of_dns_rebinding() {
         "{c}"
     );
     assert!(!r.failed(), "{r}");
+}
+
+async fn probe_tls(gw: SocketAddr, ca: CertificateDer<'static>) -> Report {
+    let probe = Probe::builder(format!("https://localhost:{}/", gw.port()))
+        .origin(ORIGIN)
+        .api_path("/api/v1/chat")
+        .sse_path("/events")
+        .ws_path("/ws")
+        .ws_protocol("chat.v2")
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), probe.run())
+        .await
+        .expect("the probe is bounded in time")
+}
+
+#[tokio::test]
+async fn https_offering_h2_passes_every_check_over_h2() {
+    let up = upstream().await;
+    let (ca, leaf, key) = pki();
+    let gw = serve_tls(app(up, GOOD), leaf, key, &[b"h2", b"http/1.1"]).await;
+    let r = probe_tls(gw, ca).await;
+    assert_eq!(r.worst(), Outcome::Ok, "{r}");
+    assert_eq!(outcome(&r, "http2"), Outcome::Ok, "{r}");
+    assert!(
+        r.named("reach").any(|c| c.cause.contains("HTTP/2")),
+        "the page was fetched over h2:\n{r}"
+    );
+    for name in ["isolation", "cors", "sse", "websocket", "host"] {
+        assert_eq!(outcome(&r, name), Outcome::Ok, "{name} in\n{r}");
+    }
+}
+
+#[tokio::test]
+async fn https_offering_only_http1_warns_http1_only() {
+    let up = upstream().await;
+    let (ca, leaf, key) = pki();
+    let gw = serve_tls(app(up, GOOD), leaf, key, &[b"http/1.1"]).await;
+    let r = probe_tls(gw, ca).await;
+    assert_eq!(outcome(&r, "http2"), Outcome::Warn, "{r}");
+    let c = r.named("http2").next().unwrap();
+    assert!(c.cause.starts_with("HTTP/1.1 only"), "{c}");
+    assert!(!r.failed(), "{r}");
+}
+
+#[tokio::test]
+async fn https_with_an_untrusted_certificate_is_one_reach_failure() {
+    let up = upstream().await;
+    let (_, leaf, key) = pki();
+    let (other_ca, _, _) = pki();
+    let gw = serve_tls(app(up, GOOD), leaf, key, &[b"h2", b"http/1.1"]).await;
+    let r = probe_tls(gw, other_ca).await;
+    assert_eq!(outcome(&r, "reach"), Outcome::Fail, "{r}");
+    assert_eq!(
+        r.checks()
+            .iter()
+            .filter(|c| c.outcome == Outcome::Fail)
+            .count(),
+        1,
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_preflight_names_the_status_and_the_refusal() {
+    let up = upstream().await;
+    let gw = gateway(up, GOOD).await;
+    let ask = |headers: &'static [&'static str]| {
+        Probe::builder(format!("http://{gw}/"))
+            .origin(ORIGIN)
+            .api_path("/api/v1/chat")
+            .preflight_headers(headers.iter().copied())
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
+    };
+    // The gateway allows authorization and content-type only.
+    let r = ask(&["authorization", "x-trace"]).run().await;
+    let c = r.named("cors").next().unwrap();
+    assert_eq!(c.outcome, Outcome::Fail, "{r}");
+    assert!(
+        c.cause.contains("403") && c.cause.contains("x-trace"),
+        "{c}"
+    );
+    let r = ask(&["content-type"]).run().await;
+    assert_eq!(outcome(&r, "cors"), Outcome::Ok, "{r}");
 }

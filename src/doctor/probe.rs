@@ -47,6 +47,9 @@ pub enum ProbeError {
     /// The WebSocket subprotocol is not a valid header value.
     #[error("`{0}` is not a valid WebSocket subprotocol")]
     Subprotocol(String),
+    /// A preflight request header is not a header name.
+    #[error("`{0}` is not a header name")]
+    Header(String),
     /// A zero timeout.
     #[error("the timeout must be longer than zero")]
     Timeout,
@@ -64,6 +67,7 @@ pub struct ProbeBuilder {
     ws: Option<String>,
     sse: Option<String>,
     subprotocol: Option<String>,
+    preflight_headers: Vec<String>,
     timeout: Duration,
     roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
@@ -92,6 +96,18 @@ impl ProbeBuilder {
     /// echo it.
     pub fn ws_protocol(mut self, protocol: impl Into<String>) -> Self {
         self.subprotocol = Some(protocol.into());
+        self
+    }
+
+    /// The request headers the `cors` preflight asks for (`Access-Control-Request-Headers`);
+    /// default `authorization, content-type`. Each must be allowed by name, except that `*` covers
+    /// every header but `Authorization`.
+    pub fn preflight_headers<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.preflight_headers = names.into_iter().map(Into::into).collect();
         self
     }
 
@@ -154,6 +170,14 @@ impl ProbeBuilder {
         if self.timeout.is_zero() {
             return Err(ProbeError::Timeout);
         }
+        let mut preflight_headers = Vec::new();
+        for name in &self.preflight_headers {
+            let lower = name.trim().to_ascii_lowercase();
+            if HeaderName::from_bytes(lower.as_bytes()).is_err() || lower.is_empty() {
+                return Err(ProbeError::Header(name.clone()));
+            }
+            preflight_headers.push(lower);
+        }
         let mut connector = Connector::builder().connect_timeout(self.timeout);
         for root in self.roots {
             connector = connector.add_root_certificate(root);
@@ -179,6 +203,7 @@ impl ProbeBuilder {
             ws: path(self.ws)?,
             sse: path(self.sse)?,
             subprotocol,
+            preflight_headers,
             timeout: self.timeout,
             connector,
         })
@@ -219,6 +244,7 @@ pub struct Probe {
     ws: Option<String>,
     sse: Option<String>,
     subprotocol: Option<HeaderValue>,
+    preflight_headers: Vec<String>,
     timeout: Duration,
     connector: Connector,
 }
@@ -276,6 +302,7 @@ impl Probe {
             ws: None,
             sse: None,
             subprotocol: None,
+            preflight_headers: vec!["authorization".to_owned(), "content-type".to_owned()],
             timeout: DEFAULT_TIMEOUT,
             roots: Vec::new(),
         }
@@ -407,17 +434,18 @@ impl Probe {
             )];
         };
         let origin_str = origin.to_str().unwrap_or_default().to_owned();
-        let headers = [
+        let mut headers = vec![
             (header::ORIGIN, origin),
             (
                 header::ACCESS_CONTROL_REQUEST_METHOD,
                 HeaderValue::from_static("POST"),
             ),
-            (
-                header::ACCESS_CONTROL_REQUEST_HEADERS,
-                HeaderValue::from_static("authorization, content-type"),
-            ),
         ];
+        if !self.preflight_headers.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&self.preflight_headers.join(", ")) {
+                headers.push((header::ACCESS_CONTROL_REQUEST_HEADERS, v));
+            }
+        }
         let res = match self
             .request(false, Method::OPTIONS, api, &headers, None)
             .await
@@ -432,10 +460,22 @@ impl Probe {
             }
         };
         if !res.status().is_success() {
+            let status = res.status();
             return vec![Check::fail(
                 "cors",
-                format!("the preflight to {api} answered {}", res.status()),
-                "answer preflights before authentication and routing: CorsLayer outermost on the API routes",
+                format!(
+                    "the preflight to {api} answered {status}{}",
+                    self.snippet(res).await
+                ),
+                match status {
+                    StatusCode::FORBIDDEN => {
+                        "allow the origin, POST and the asked request headers in CorsLayer"
+                    }
+                    StatusCode::UNAUTHORIZED => {
+                        "answer preflights before authentication: CorsLayer outside the auth layer"
+                    }
+                    _ => "answer preflights before routing: CorsLayer outermost on the API routes",
+                },
             )];
         }
         let h = res.headers();
@@ -474,7 +514,7 @@ impl Probe {
             .map(|s| s.to_ascii_lowercase())
             .collect();
         let star = allowed.iter().any(|a| a == "*");
-        for wanted in ["authorization", "content-type"] {
+        for wanted in self.preflight_headers.iter().map(String::as_str) {
             if allowed.iter().any(|a| a == wanted) || (star && wanted != "authorization") {
                 continue;
             }
@@ -512,8 +552,13 @@ impl Probe {
                 "cors",
                 format!(
                     "preflight {} from {origin_str}: one matching Access-Control-Allow-Origin, \
-                     authorization allowed, Max-Age {}",
+                     {} allowed, Max-Age {}",
                     res.status(),
+                    if self.preflight_headers.is_empty() {
+                        "no request headers asked,".to_owned()
+                    } else {
+                        self.preflight_headers.join(", ")
+                    },
                     max_age.unwrap_or_default()
                 ),
             ));
@@ -684,11 +729,12 @@ impl Probe {
             Err(e) => return Check::fail("websocket", format!("{path}: {e}"), FIX),
         };
         if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = res.status();
             return Check::fail(
                 "websocket",
                 format!(
-                    "the upgrade at {path} answered {}: WebSocket connections fail",
-                    res.status()
+                    "the upgrade at {path} answered {status}{}: WebSocket connections fail",
+                    self.snippet(res).await
                 ),
                 FIX,
             );
@@ -769,6 +815,29 @@ impl Probe {
                 ),
                 FIX,
             )
+        }
+    }
+
+    /// The first line of a short error body, as ` ("…")`, or nothing.
+    async fn snippet(&self, res: Response<Incoming>) -> String {
+        let body = http_body_util::Limited::new(res.into_body(), 4096);
+        let Ok(Ok(collected)) = timeout(self.timeout, body.collect()).await else {
+            return String::new();
+        };
+        let bytes = collected.to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        let line: String = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .chars()
+            .take(200)
+            .collect();
+        if line.is_empty() {
+            String::new()
+        } else {
+            format!(" (\"{line}\")")
         }
     }
 
