@@ -446,11 +446,12 @@ impl Probe {
                 headers.push((header::ACCESS_CONTROL_REQUEST_HEADERS, v));
             }
         }
-        let res = match self
+        // The connection lives as long as the answer: its body may still be read.
+        let (_conn, res) = match self
             .request(false, Method::OPTIONS, api, &headers, None)
             .await
         {
-            Ok((_conn, res)) => res,
+            Ok(answer) => answer,
             Err(e) => {
                 return vec![Check::fail(
                     "cors",
@@ -724,8 +725,8 @@ impl Probe {
         if let Some(p) = &self.subprotocol {
             headers.push((header::SEC_WEBSOCKET_PROTOCOL, p.clone()));
         }
-        let res = match self.request(true, Method::GET, path, &headers, None).await {
-            Ok((_conn, res)) => res,
+        let (_conn, res) = match self.request(true, Method::GET, path, &headers, None).await {
+            Ok(answer) => answer,
             Err(e) => return Check::fail("websocket", format!("{path}: {e}"), FIX),
         };
         if res.status() != StatusCode::SWITCHING_PROTOCOLS {
