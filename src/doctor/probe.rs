@@ -287,8 +287,8 @@ impl Conn {
 }
 
 impl Probe {
-    /// A probe of `url` with the default settings: the page, secure context, port, HTTP/2 and Host
-    /// checks only.
+    /// A probe of `url` with the default settings: no API, event-stream or WebSocket path, so only
+    /// the `reach`, `secure-context`, `port`, `isolation`, `http2` and `host` checks run.
     pub fn new(url: impl Into<String>) -> Result<Probe, ProbeError> {
         Probe::builder(url).build()
     }
