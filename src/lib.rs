@@ -48,6 +48,7 @@
 //! | [`isolation`] | [`IsolationLayer`](isolation::IsolationLayer): COOP / COEP / CORP for `crossOriginIsolated` |
 //! | [`host`] | [`HostAllowlistLayer`](host::HostAllowlistLayer): the DNS-rebinding guard |
 //! | `forward` | `ApiForward`: named upstreams, injected `Secret`s, `SsrfGuard` on every connection |
+//! | `doctor` | `Probe`, `Report`: checks a live gateway (isolation, CORS, SSE, WebSocket, ALPN, Host, port) |
 //! | `auth` | `TokenSigner`, `Bootstrap`, `TunnelAuthLayer`, `NonceStore`: the IDE tunnel's token → cookie flow |
 //!
 //! # Example
@@ -78,6 +79,8 @@
 //! - `auth` (default): the `auth` module (HMAC-SHA256 tokens, cookies, nonce store).
 //! - `forward` (default): the `forward` module, the outbound API proxy for sandboxed apps with its
 //!   SSRF guard.
+//! - `doctor`: the `doctor` module (implies `tls`): `Probe` checks a live deployment for the ways
+//!   browsers fail in front of a gateway.
 //! - `redis`: a Redis `NonceStore` (implies `auth`), so a token spent on one replica is
 //!   spent on all.
 #![deny(missing_docs)]
