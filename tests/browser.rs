@@ -214,16 +214,18 @@ async fn result(browser: &Client, within: Duration) -> Result<Value, String> {
             let text = el.text().await.map_err(|e| e.to_string())?;
             serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
         }
-        Err(_) => {
-            let body = browser
-                .find(Locator::Css("body"))
-                .await
-                .map_err(|e| e.to_string())?
-                .text()
-                .await
-                .unwrap_or_default();
-            Err(format!("the page reported nothing; it shows: {body:?}"))
-        }
+        Err(_) => Err(format!(
+            "the page reported nothing; it shows: {:?}",
+            page_text(browser).await
+        )),
+    }
+}
+
+/// The text the current page shows (empty when there is no page body to read).
+async fn page_text(browser: &Client) -> String {
+    match browser.find(Locator::Css("body")).await {
+        Ok(body) => body.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
     }
 }
 
@@ -380,13 +382,7 @@ async fn preview_of_a_dev_server_bound_only_to_v6_loopback() {
         outcome.is_err(),
         "a proxy aimed at 127.0.0.1 reached a [::1]-only server"
     );
-    let body = browser
-        .find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = page_text(&browser).await;
     assert!(body.contains("could not connect"), "{body}");
 
     browser.close().await.unwrap();
@@ -550,13 +546,7 @@ async fn ide_opens_in_a_new_tab_with_an_httponly_cookie() {
         refused.is_err(),
         "a stranger opened the tunnel: {refused:?}"
     );
-    let body = stranger
-        .find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = page_text(&stranger).await;
     assert!(body.contains("No IDE session"), "{body}");
 
     // Without the tunnel guard the same stranger walks in: the check above would catch it.

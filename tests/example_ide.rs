@@ -91,6 +91,12 @@ async fn ide_example_token_cookie_tunnel() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 
+    let open_link = |url: &str| {
+        let req = Request::get(format!("http://{gw}{url}"))
+            .body(empty())
+            .unwrap();
+        within(10, client().request(req))
+    };
     let mut cookies = Vec::new();
     for id in ["demo", "live"] {
         let res = within(10, client().request(post(id, Some(SECRET))))
@@ -99,32 +105,14 @@ async fn ide_example_token_cookie_tunnel() {
         assert_eq!(res.status(), StatusCode::OK);
         let json: serde_json::Value = serde_json::from_str(&text(res).await).unwrap();
         let url = json["url"].as_str().unwrap().to_owned();
-        let res = within(
-            10,
-            client().request(
-                Request::get(format!("http://{gw}{url}"))
-                    .body(empty())
-                    .unwrap(),
-            ),
-        )
-        .await
-        .unwrap();
+        let res = open_link(&url).await.unwrap();
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
         assert_eq!(res.headers()[header::LOCATION], format!("/__ide/{id}/"));
         let set = res.headers()[header::SET_COOKIE].to_str().unwrap();
         assert!(set.contains("HttpOnly"), "{set}");
         cookies.push(set.split(';').next().unwrap().to_owned());
         // The link is single use.
-        let again = within(
-            10,
-            client().request(
-                Request::get(format!("http://{gw}{url}"))
-                    .body(empty())
-                    .unwrap(),
-            ),
-        )
-        .await
-        .unwrap();
+        let again = open_link(&url).await.unwrap();
         assert_eq!(again.status(), StatusCode::FORBIDDEN);
     }
 

@@ -108,7 +108,7 @@ impl ForwardBody {
 
 impl From<Bytes> for ForwardBody {
     fn from(b: Bytes) -> Self {
-        ForwardBody::new(SseBody::passthrough(ProxyBody::from(b)))
+        ForwardBody::new(SseBody::from(b))
     }
 }
 
