@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::Uri;
 use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower_service::Service;
@@ -18,12 +18,78 @@ use super::LocalhostResolver;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// The stream a [`Connector`] yields: plain TCP, or TLS over TCP for `https` upstreams.
 #[cfg(feature = "tls")]
-pub type ConnStream = hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>;
-/// The stream a [`Connector`] yields: plain TCP.
+type Stream = hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>;
 #[cfg(not(feature = "tls"))]
-pub type ConnStream = TokioIo<TcpStream>;
+type Stream = TokioIo<TcpStream>;
+
+/// The stream a [`Connector`] yields: plain TCP, or TLS over TCP for `https` upstreams (with the
+/// `tls` feature).
+///
+/// It tells the pooled client which protocol was negotiated (`h2` by ALPN) and nothing more: unlike
+/// hyper-util's plain TCP stream, it attaches no connection info to every response, which would
+/// cost a map allocation per proxied request.
+pub struct ConnStream {
+    inner: Stream,
+}
+
+impl fmt::Debug for ConnStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnStream")
+            .field("negotiated_h2", &self.inner.connected().is_negotiated_h2())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection for ConnStream {
+    fn connected(&self) -> Connected {
+        if self.inner.connected().is_negotiated_h2() {
+            Connected::new().negotiated_h2()
+        } else {
+            Connected::new()
+        }
+    }
+}
+
+impl hyper::rt::Read for ConnStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for ConnStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 #[cfg(feature = "tls")]
 type Inner<R> = hyper_rustls::HttpsConnector<HttpConnector<R>>;
@@ -414,7 +480,7 @@ where
     R::Response: Iterator<Item = SocketAddr>,
     R::Error: Into<BoxError>,
     R::Future: Send,
-    Inner<R>: Service<Uri, Response = ConnStream> + Clone + Send + 'static,
+    Inner<R>: Service<Uri, Response = Stream> + Clone + Send + 'static,
     <Inner<R> as Service<Uri>>::Error: Into<BoxError>,
     <Inner<R> as Service<Uri>>::Future: Send,
 {
@@ -436,7 +502,7 @@ where
         let resolver = self.resolver.clone();
         Box::pin(async move {
             let e: BoxError = match inner.call(uri.clone()).await {
-                Ok(stream) => return Ok(stream),
+                Ok(inner) => return Ok(ConnStream { inner }),
                 Err(e) => e.into(),
             };
             let kind = classify(&*e);

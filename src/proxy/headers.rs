@@ -1,6 +1,6 @@
 //! Hop-by-hop headers (RFC 9110 §7.6.1) and request framing checks (RFC 9112 §3.2, §6.3).
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Version};
 
@@ -15,28 +15,36 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 ///
 /// Returns the `Upgrade` value that was removed, for a caller that is forwarding an upgrade.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    // Most messages carry none of them: one pass over the names, with no hashing, decides.
+    if !headers.keys().any(is_hop_by_hop) {
+        return None;
+    }
+    // `Upgrade` is taken before `Connection: upgrade` would drop it.
+    let upgrade = headers.remove(header::UPGRADE);
     // Names listed in Connection go first: `Connection: x-foo` removes `x-foo`.
-    let mut listed: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        if let Ok(s) = value.to_str() {
-            for token in s.split(',') {
-                let token = token.trim();
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    // Never let a Connection token remove an end-to-end header we rely on.
-                    if name != header::HOST {
-                        listed.push(name);
-                    }
+    if let Entry::Occupied(entry) = headers.entry(header::CONNECTION) {
+        let (_, values) = entry.remove_entry_mult();
+        let mut first = None;
+        let mut rest = Vec::new();
+        for value in values {
+            if first.is_none() {
+                first = Some(value);
+            } else {
+                rest.push(value);
+            }
+        }
+        for value in first.iter().chain(&rest) {
+            let Ok(s) = value.to_str() else { continue };
+            for token in s.split(',').map(str::trim) {
+                // Never let a Connection token remove an end-to-end header we rely on.
+                if !token.eq_ignore_ascii_case("host") {
+                    headers.remove(token);
                 }
             }
         }
     }
-    let upgrade = headers.remove(header::UPGRADE);
-    for name in listed {
-        headers.remove(&name);
-    }
     let wants_trailers = crate::util::header_has_token(headers, header::TE, "trailers");
     for name in [
-        &header::CONNECTION,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
         &header::PROXY_AUTHENTICATE,
@@ -51,6 +59,21 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     upgrade
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
+        &header::UPGRADE,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ]
+    .contains(&name)
 }
 
 /// Joins several `Cookie` fields into one with `"; "` (RFC 9113 §8.2.3): HTTP/2 clients split
@@ -127,19 +150,37 @@ pub(crate) fn check_request(parts: &Parts) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// `host[:port]` with a valid port and no user info (RFC 9112 §3.2).
+/// `host[:port]` (RFC 3986 §3.2.2, RFC 9112 §3.2): a bracketed IPv6 address or a non-empty
+/// registered name or IPv4 address, then an optional port in range; no user info. Checked in place,
+/// with no allocation, since every proxied request goes through it.
 fn valid_host(s: &str) -> bool {
-    if s.is_empty() || s.contains('@') || s.parse::<http::uri::Authority>().is_err() {
-        return false;
-    }
-    let port = match s.rfind(':') {
-        Some(i) if !s[i..].contains(']') => &s[i + 1..],
-        _ => return true,
+    let (host_ok, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((literal, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let port = match after {
+            "" => None,
+            p => match p.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => return false,
+            },
+        };
+        (literal.parse::<std::net::Ipv6Addr>().is_ok(), port)
+    } else {
+        let (name, port) = match s.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (s, None),
+        };
+        let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
+        (!name.is_empty() && name.bytes().all(reg_name), port)
     };
-    port.is_empty()
-        || (port.len() <= 5
-            && port.bytes().all(|b| b.is_ascii_digit())
-            && port.parse::<u16>().is_ok())
+    host_ok
+        && port.is_none_or(|p| {
+            p.is_empty()
+                || (p.len() <= 5
+                    && p.bytes().all(|b| b.is_ascii_digit())
+                    && p.parse::<u16>().is_ok())
+        })
 }
 
 #[cfg(test)]
@@ -192,6 +233,13 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_is_returned_when_connection_lists_it() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(strip_hop_by_hop(&mut h).unwrap(), "websocket");
+        assert!(h.is_empty());
+    }
+
+    #[test]
     fn connection_cannot_remove_host() {
         let mut h = map(&[("connection", "host"), ("host", "a")]);
         strip_hop_by_hop(&mut h);
@@ -218,12 +266,30 @@ mod tests {
         assert!(check_request(&parts(Version::HTTP_10, &[])).is_ok());
         assert!(check_request(&parts(Version::HTTP_11, &[("host", "[::1]:8080")])).is_ok());
         assert!(check_request(&parts(Version::HTTP_11, &[("host", "[::1]")])).is_ok());
+        for good in [
+            "localhost:",
+            "5173.localhost",
+            "127.0.0.1:65535",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(
+                check_request(&parts(Version::HTTP_11, &[("host", good)])).is_ok(),
+                "{good}"
+            );
+        }
         for bad in [
             vec![],
             vec![("host", "a"), ("host", "b")],
             vec![("host", "u@a")],
             vec![("host", "a:99999")],
             vec![("host", "a b")],
+            vec![("host", ":80")],
+            vec![("host", "a:1:2")],
+            vec![("host", "[::1")],
+            vec![("host", "[::1]x")],
+            vec![("host", "[nope]:80")],
+            vec![("host", "a/b")],
+            vec![("host", "a:-1")],
             vec![
                 ("host", "a"),
                 ("content-length", "1"),
