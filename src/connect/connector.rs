@@ -386,6 +386,7 @@ impl ConnectError {
     }
 
     /// A copy whose source is kept as its message (the original is owned by hyper-util's error).
+    #[cfg(feature = "forward")]
     pub(crate) fn duplicate(&self) -> ConnectError {
         ConnectError {
             upstream: self.upstream.clone(),

@@ -29,8 +29,8 @@ use super::upstream::{under_prefix, valid_name};
 use super::{BuildError, ForwardError, Secret, SsrfGuard, SsrfRefusal, Upstream};
 use crate::connect::{ConnectorBuilder, LocalhostResolver};
 use crate::proxy::{
-    check_request, join_cookies, strip_hop_by_hop, with_head_timeout, Progress, ProxyBody,
-    ProxyError, RequestBody,
+    check_request, join_cookies, strip_hop_by_hop, with_head_timeout, ProxyBody, ProxyError,
+    RequestBody,
 };
 use crate::route::{check_path, RouteError};
 
@@ -590,23 +590,18 @@ where
             headers.insert(h.clone(), secret.value().clone());
         }
         let exceeded = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(Progress::new());
         let body = Capped::new(body, self.body_limit, exceeded.clone());
-        let mut out = Request::new(RequestBody::new(body, Some(progress.clone())));
+        let (body, progress) = RequestBody::new(body, self.response_timeout.is_some());
+        let mut out = Request::new(body);
         *out.method_mut() = parts.method;
         *out.uri_mut() = target.uri();
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = headers;
 
         let sending = self.client.request(out);
-        let result = match self.response_timeout {
-            Some(limit) => {
-                with_head_timeout(sending, limit, &progress)
-                    .instrument(span.clone())
-                    .await
-            }
-            None => Some(sending.instrument(span.clone()).await),
-        };
+        let result = with_head_timeout(sending, self.response_timeout, progress.as_deref())
+            .instrument(span.clone())
+            .await;
         let upstream = target.authority().as_str();
         let res = match result {
             None => {

@@ -12,6 +12,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::pool::Lent;
+
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// The response body of the [`ReverseProxy`](super::ReverseProxy): the upstream's body streamed
@@ -23,6 +25,8 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 pub struct ProxyBody {
     kind: Kind,
     meter: Option<Box<Meter>>,
+    /// The upstream connection, given back for reuse when the body has been read to its end.
+    lent: Option<Lent>,
 }
 
 enum Kind {
@@ -36,6 +40,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Full(None),
             meter: None,
+            lent: None,
         }
     }
 
@@ -43,7 +48,12 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(body),
             meter,
+            lent: None,
         }
+    }
+
+    pub(crate) fn set_lent(&mut self, lent: Option<Lent>) {
+        self.lent = lent;
     }
 
     pub(crate) fn set_meter(&mut self, meter: Option<Box<Meter>>) {
@@ -62,6 +72,7 @@ impl From<Bytes> for ProxyBody {
         ProxyBody {
             kind: Kind::Full((!b.is_empty()).then_some(b)),
             meter: None,
+            lent: None,
         }
     }
 }
@@ -101,14 +112,21 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         match &mut this.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream(body) => match Pin::new(body).poll_frame(cx) {
+            Kind::Upstream(body) => match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let (Some(m), Some(d)) = (this.meter.as_mut(), frame.data_ref()) {
                         m.bytes_down += d.len() as u64;
                     }
+                    // A body of known length ends with its last frame: hyper stops polling then.
+                    if body.is_end_stream() {
+                        if let Some(lent) = this.lent.take() {
+                            lent.give_back();
+                        }
+                    }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {
+                    this.lent = None;
                     if let Some(m) = this.meter.as_mut() {
                         m.outcome = "upstream aborted";
                     }
@@ -116,6 +134,9 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Err(Box::new(e))))
                 }
                 Poll::Ready(None) => {
+                    if let Some(lent) = this.lent.take() {
+                        lent.give_back();
+                    }
                     if let Some(m) = this.meter.as_mut() {
                         m.outcome = "complete";
                     }
@@ -147,7 +168,8 @@ pub(crate) struct Meter {
     pub(crate) span: tracing::Span,
     pub(crate) start: Instant,
     pub(crate) status: u16,
-    pub(crate) bytes_up: Arc<AtomicU64>,
+    /// The request body's progress, when it had a body to send.
+    pub(crate) progress: Option<Arc<Progress>>,
     pub(crate) bytes_down: u64,
     pub(crate) outcome: &'static str,
 }
@@ -162,7 +184,10 @@ impl Drop for Meter {
         tracing::info!(
             parent: &self.span,
             status = self.status,
-            bytes_up = self.bytes_up.load(Ordering::Relaxed),
+            bytes_up = self
+                .progress
+                .as_ref()
+                .map_or(0, |p| p.bytes.load(Ordering::Relaxed)),
             bytes_down = self.bytes_down,
             duration_ms = self.start.elapsed().as_millis() as u64,
             outcome,
@@ -172,15 +197,16 @@ impl Drop for Meter {
 }
 
 /// The request body as sent upstream: the caller's body type, boxed once so one pooled client
-/// serves every body type, counting bytes and marking progress for the response-head timeout.
+/// serves every body type, counting bytes and marking progress for the response-head timeout. A body
+/// that is already at its end (most `GET`s) is neither boxed nor tracked.
 pub(crate) struct RequestBody {
-    inner: UnsyncBoxBody<Bytes, BoxError>,
+    inner: Option<UnsyncBoxBody<Bytes, BoxError>>,
     progress: Option<Arc<Progress>>,
 }
 
 /// Shared between the request body and the proxy future: bytes sent, and when the last frame went.
 pub(crate) struct Progress {
-    pub(crate) bytes: Arc<AtomicU64>,
+    pub(crate) bytes: AtomicU64,
     pub(crate) epoch: Instant,
     pub(crate) last_frame_ms: AtomicU64,
 }
@@ -188,7 +214,7 @@ pub(crate) struct Progress {
 impl Progress {
     pub(crate) fn new() -> Self {
         Progress {
-            bytes: Arc::new(AtomicU64::new(0)),
+            bytes: AtomicU64::new(0),
             epoch: Instant::now(),
             last_frame_ms: AtomicU64::new(0),
         }
@@ -201,15 +227,26 @@ impl Progress {
 }
 
 impl RequestBody {
-    pub(crate) fn new<B>(body: B, progress: Option<Arc<Progress>>) -> Self
+    /// Wraps `body`; `track` asks for a [`Progress`] (returned too) when the body has frames to
+    /// send.
+    pub(crate) fn new<B>(body: B, track: bool) -> (Self, Option<Arc<Progress>>)
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        RequestBody {
-            inner: body.map_err(Into::into).boxed_unsync(),
-            progress,
+        if body.is_end_stream() {
+            let empty = RequestBody {
+                inner: None,
+                progress: None,
+            };
+            return (empty, None);
         }
+        let progress = track.then(|| Arc::new(Progress::new()));
+        let body = RequestBody {
+            inner: Some(body.map_err(Into::into).boxed_unsync()),
+            progress: progress.clone(),
+        };
+        (body, progress)
     }
 }
 
@@ -221,7 +258,10 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         if let (Poll::Ready(Some(Ok(frame))), Some(p)) = (&polled, &self.progress) {
             if let Some(d) = frame.data_ref() {
                 p.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
@@ -233,10 +273,12 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

@@ -68,6 +68,7 @@ impl ProxyError {
     }
 
     /// Classifies an error of hyper-util's client for `upstream`.
+    #[cfg(feature = "forward")]
     pub(crate) fn from_client(upstream: &str, err: hyper_util::client::legacy::Error) -> Self {
         let mut cur: Option<&(dyn StdError + 'static)> = Some(&err);
         while let Some(e) = cur {
@@ -88,12 +89,10 @@ impl ProxyError {
                 },
             };
         }
-        let reason = match hyper_error(&err) {
-            Some(h) if h.is_incomplete_message() => "closed the connection before answering",
-            Some(h) if h.is_parse() || h.is_parse_status() => "sent a malformed response",
-            Some(h) if h.is_timeout() => "timed out",
+        let reason = match hyper_error(&err).map(hyper_reason) {
+            Some(r) if r != FAILED => r,
             _ if err.is_connect() => "could not be reached",
-            _ => "failed while answering",
+            _ => FAILED,
         };
         ProxyError::Upstream {
             upstream: upstream.to_owned(),
@@ -101,8 +100,32 @@ impl ProxyError {
             source: Box::new(err),
         }
     }
+
+    /// Classifies an error of hyper's connection-level client for `upstream`.
+    pub(crate) fn from_hyper(upstream: &str, err: hyper::Error) -> Self {
+        ProxyError::Upstream {
+            upstream: upstream.to_owned(),
+            reason: hyper_reason(&err),
+            source: Box::new(err),
+        }
+    }
 }
 
+fn hyper_reason(err: &hyper::Error) -> &'static str {
+    if err.is_incomplete_message() {
+        "closed the connection before answering"
+    } else if err.is_parse() || err.is_parse_status() {
+        "sent a malformed response"
+    } else if err.is_timeout() {
+        "timed out"
+    } else {
+        FAILED
+    }
+}
+
+const FAILED: &str = "failed while answering";
+
+#[cfg(feature = "forward")]
 fn hyper_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a hyper::Error> {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = cur {
@@ -116,6 +139,7 @@ fn hyper_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a hyper::Error
 
 /// hyper-util keeps the connector's error as the boxed source of its own; rebuild an owned
 /// `ConnectError` from it (its fields are all owned data).
+#[cfg(feature = "forward")]
 fn find_owned_connect(err: BoxError) -> Result<ConnectError, BoxError> {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(&*err);
     while let Some(e) = cur {

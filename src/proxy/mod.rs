@@ -1,7 +1,7 @@
 //! The streaming reverse proxy.
 //!
 //! [`ReverseProxy`] is a tower `Service` for `http::Request<B>` (any body with `Bytes` data) built on
-//! hyper-util's pooled client and the [`connect`](crate::connect) module's [`Connector`]. It streams
+//! hyper's connection-level client with a pool of its own, and the [`connect`](crate::connect) module's [`Connector`]. It streams
 //! bodies both ways, removes hop-by-hop headers, relays upgrades (WebSocket) to the request's own
 //! target and splices them, and answers every failure with a status and a short message
 //! ([`ProxyError`]).
@@ -12,6 +12,7 @@ mod body;
 mod error;
 mod headers;
 mod origin;
+mod pool;
 mod service;
 mod tunnel;
 
@@ -24,7 +25,7 @@ pub use service::{
 
 // The pieces the API forwarder shares with the reverse proxy.
 #[cfg(feature = "forward")]
-pub(crate) use body::{Progress, RequestBody};
+pub(crate) use body::RequestBody;
 #[cfg(feature = "forward")]
 pub(crate) use headers::{check_request, join_cookies, strip_hop_by_hop};
 #[cfg(feature = "forward")]

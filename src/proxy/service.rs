@@ -3,27 +3,27 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::Uri;
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::Connect;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 use tracing::Instrument;
 
 use super::body::{Meter, Progress, RequestBody};
 use super::headers::{check_request, is_upgrade_request, join_cookies, strip_hop_by_hop};
+use super::pool::Pool;
 use super::tunnel::{self, Tunnels};
 use super::{OriginCheck, ProxyBody, ProxyError};
-use crate::connect::{BuildError, Connector, ConnectorBuilder, LocalhostResolver};
+use crate::connect::{
+    BuildError, ConnStream, ConnectError, Connector, ConnectorBuilder, LocalhostResolver,
+};
 use crate::route::{Target, Upstream};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -104,8 +104,7 @@ impl<R> fmt::Debug for ReverseProxy<R> {
 }
 
 struct Shared<R> {
-    client: Client<Connector<R>, RequestBody>,
-    upgrade_client: Client<Connector<R>, RequestBody>,
+    pool: Pool<R>,
     upstream: Option<Upstream>,
     response_timeout: Option<Duration>,
     origin_check: OriginCheck,
@@ -178,7 +177,7 @@ impl<R> Builder<R> {
             upstream: None,
             response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
-            pool_max_idle_per_host: 32,
+            pool_max_idle_per_host: 256,
             http2_prior_knowledge: false,
             origin_check: OriginCheck::default(),
             tunnel_idle_timeout: None,
@@ -225,14 +224,17 @@ impl<R> Builder<R> {
         self
     }
 
-    /// How long an idle pooled upstream connection is kept (default 4 s, below Node's 5 s
-    /// keep-alive).
+    /// How long an idle upstream connection is kept for reuse (default 4 s, below Node's 5 s
+    /// keep-alive); zero turns reuse off. An HTTP/1.1 connection is reused only once the response
+    /// body it carried has been read to its end; an HTTP/2 upstream shares one connection among all
+    /// its requests.
     pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
         self.pool_idle_timeout = timeout;
         self
     }
 
-    /// The most idle connections kept per upstream (default 32).
+    /// The most idle HTTP/1.1 connections kept per upstream (default 256); more are closed when
+    /// their exchange ends.
     pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
         self.pool_max_idle_per_host = max;
         self
@@ -269,22 +271,18 @@ impl<R> Builder<R> {
     pub fn build(self) -> Result<ReverseProxy<R>, BuildError>
     where
         R: Clone,
-        Connector<R>: Connect + Clone + Send + Sync + 'static,
+        Connector<R>: Service<Uri, Response = ConnStream, Error = ConnectError> + Clone,
     {
         let connector = self.connector.build()?;
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .pool_max_idle_per_host(self.pool_max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        let upgrade_client = builder.build(connector.http1_only());
-        builder.http2_only(self.http2_prior_knowledge);
-        let client = builder.build(connector);
+        let pool = Pool::new(
+            connector,
+            self.http2_prior_knowledge,
+            self.pool_idle_timeout,
+            self.pool_max_idle_per_host,
+        );
         Ok(ReverseProxy {
             shared: Arc::new(Shared {
-                client,
-                upgrade_client,
+                pool,
                 upstream: self.upstream,
                 response_timeout: self.response_timeout,
                 origin_check: self.origin_check,
@@ -299,7 +297,8 @@ impl<R> Builder<R> {
 impl<R, B> Service<Request<B>> for ReverseProxy<R>
 where
     R: Send + Sync + 'static,
-    Connector<R>: Connect + Clone + Send + Sync + 'static,
+    Connector<R>: Service<Uri, Response = ConnStream, Error = ConnectError> + Clone + Send + Sync,
+    <Connector<R> as Service<Uri>>::Future: Send,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
@@ -320,8 +319,7 @@ where
 
 /// The response future of [`ReverseProxy`].
 ///
-/// One boxed future per request (hyper-util's pooled client boxes its own request future too);
-/// it never fails: errors are answers.
+/// One boxed future per request; it never fails: errors are answers.
 pub struct ResponseFuture {
     inner: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>,
 }
@@ -346,7 +344,8 @@ fn error_response(err: &ProxyError) -> Response<ProxyBody> {
 
 impl<R> Shared<R>
 where
-    Connector<R>: Connect + Clone + Send + Sync + 'static,
+    Connector<R>: Service<Uri, Response = ConnStream, Error = ConnectError> + Clone + Send + Sync,
+    <Connector<R> as Service<Uri>>::Future: Send,
 {
     /// Whether the upstream may speak HTTP/2 (`https`, where ALPN decides, or prior knowledge), so
     /// that it is sent the target's authority rather than the browser's `Host`.
@@ -415,8 +414,8 @@ where
         headers.remove(header::EXPECT);
         join_cookies(&mut headers);
         if self.target_authority_as_host(&target) {
-            // Over HTTP/2 the upstream reads the authority from `:authority`, which the pooled
-            // client takes from the target URI (the address it dials), and a `Host` that differs
+            // Over HTTP/2 the upstream reads the authority from `:authority`, which the pool
+            // takes from the target URI (the address it dials), and a `Host` that differs
             // from it makes the request malformed (RFC 9113 §8.3.1). So an upstream that may answer
             // in HTTP/2 gets no `Host` from the browser: the client derives it from the target,
             // `:authority` on h2 and `Host` on HTTP/1.1, the same name TLS sent as SNI.
@@ -434,32 +433,21 @@ where
                 headers.insert(header::UPGRADE, v);
             }
         }
-        let progress = (self.response_timeout.is_some() || !span.is_disabled())
-            .then(|| Arc::new(Progress::new()));
-        let mut out = Request::new(RequestBody::new(body, progress.clone()));
+        let (body, progress) =
+            RequestBody::new(body, self.response_timeout.is_some() || !span.is_disabled());
+        let mut out = Request::new(body);
         *out.method_mut() = parts.method;
         *out.uri_mut() = target.uri();
-        // The version stays the default (HTTP/1.1), whatever the browser spoke: the pooled client
-        // sends it over whichever protocol the connection speaks (ALPN or prior knowledge chose),
-        // while an HTTP/2 version would make it refuse an HTTP/1.1 connection.
+        // The version stays the default (HTTP/1.1), whatever the browser spoke: the pool sends it
+        // over whichever protocol the connection speaks (ALPN or prior knowledge chose).
         *out.headers_mut() = headers;
 
-        let client = if upgrade {
-            &self.upgrade_client
-        } else {
-            &self.client
-        };
-        let sending = client.request(out);
         let upstream_name = target.authority().as_str();
-        let result = match (self.response_timeout, &progress) {
-            (Some(limit), Some(progress)) => {
-                with_head_timeout(sending, limit, progress)
-                    .instrument(span.clone())
-                    .await
-            }
-            _ => Some(sending.instrument(span.clone()).await),
-        };
-        let mut res = match result {
+        let sending = self.pool.send(out, upgrade);
+        let result = with_head_timeout(sending, self.response_timeout, progress.as_deref())
+            .instrument(span.clone())
+            .await;
+        let (mut res, lent) = match result {
             None => {
                 let e = ProxyError::Timeout {
                     upstream: upstream_name.to_owned(),
@@ -469,11 +457,10 @@ where
                 return error_response(&e);
             }
             Some(Err(e)) => {
-                let e = ProxyError::from_client(upstream_name, e);
                 tracing::warn!(parent: &span, error = %e, "proxy error");
                 return error_response(&e);
             }
-            Some(Ok(res)) => res,
+            Some(Ok(sent)) => sent,
         };
 
         let status = res.status();
@@ -505,29 +492,33 @@ where
                 span,
                 start,
                 status: status.as_u16(),
-                bytes_up: progress
-                    .as_ref()
-                    .map(|p| p.bytes.clone())
-                    .unwrap_or_else(|| Arc::new(AtomicU64::new(0))),
+                progress,
                 bytes_down: 0,
                 outcome: "",
             })
         });
         let mut body = ProxyBody::upstream(body, None);
         body.set_meter(meter);
+        body.set_lent(lent);
         Response::from_parts(parts, body)
     }
 }
 
-/// Waits for the response head, giving up when `limit` passes with no progress of the request body.
+/// Waits for the response head, giving up when `limit` passes with no progress of the request body
+/// (counted from now when there is no body to track); `None` waits forever.
 pub(crate) async fn with_head_timeout<F, T>(
     fut: F,
-    limit: Duration,
-    progress: &Progress,
+    limit: Option<Duration>,
+    progress: Option<&Progress>,
 ) -> Option<T>
 where
     F: Future<Output = T>,
 {
+    let (limit, progress) = match (limit, progress) {
+        (None, _) => return Some(fut.await),
+        (Some(limit), None) => return tokio::time::timeout(limit, fut).await.ok(),
+        (Some(limit), Some(progress)) => (limit, progress),
+    };
     tokio::pin!(fut);
     loop {
         let deadline = progress.last_activity() + limit;
