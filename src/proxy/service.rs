@@ -505,29 +505,65 @@ where
 }
 
 /// Waits for the response head, giving up when `limit` passes with no progress of the request body
-/// (counted from now when there is no body to track); `None` waits forever.
-pub(crate) async fn with_head_timeout<F, T>(
+/// (counted from now when there is no body to track); `None` waits forever. Resolves to `None` on
+/// timeout.
+pub(crate) fn with_head_timeout<F: Future>(
     fut: F,
     limit: Option<Duration>,
     progress: Option<&Progress>,
-) -> Option<T>
-where
-    F: Future<Output = T>,
-{
-    let (limit, progress) = match (limit, progress) {
-        (None, _) => return Some(fut.await),
-        (Some(limit), None) => return tokio::time::timeout(limit, fut).await.ok(),
-        (Some(limit), Some(progress)) => (limit, progress),
-    };
-    tokio::pin!(fut);
-    loop {
-        let deadline = progress.last_activity() + limit;
-        tokio::select! {
-            out = &mut fut => return Some(out),
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                if progress.last_activity() + limit <= Instant::now() {
-                    return None;
+) -> HeadTimeout<'_, F> {
+    match limit {
+        None => HeadTimeout::Plain { fut },
+        Some(limit) => HeadTimeout::Timed {
+            fut,
+            sleep: tokio::time::sleep(limit),
+            limit,
+            progress,
+        },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`with_head_timeout`]: the wrapped future and one timer, reset while the
+    /// request body makes progress.
+    #[project = HeadTimeoutProj]
+    pub(crate) enum HeadTimeout<'a, F> {
+        Plain { #[pin] fut: F },
+        Timed {
+            #[pin] fut: F,
+            #[pin] sleep: tokio::time::Sleep,
+            limit: Duration,
+            progress: Option<&'a Progress>,
+        },
+    }
+}
+
+impl<F: Future> Future for HeadTimeout<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            HeadTimeoutProj::Plain { fut } => fut.poll(cx).map(Some),
+            HeadTimeoutProj::Timed {
+                fut,
+                mut sleep,
+                limit,
+                progress,
+            } => {
+                if let Poll::Ready(out) = fut.poll(cx) {
+                    return Poll::Ready(Some(out));
                 }
+                while sleep.as_mut().poll(cx).is_ready() {
+                    let deadline = match progress {
+                        Some(p) => p.last_activity() + *limit,
+                        None => return Poll::Ready(None),
+                    };
+                    if deadline <= Instant::now() {
+                        return Poll::Ready(None);
+                    }
+                    sleep.as_mut().reset(deadline.into());
+                }
+                Poll::Pending
             }
         }
     }
