@@ -7,10 +7,11 @@
 //! reported as such and skipped.
 //!
 //! Figures, per target:
-//! - small GET: requests/s and p50 / p99 latency with `wrk`, 64 connections, one client thread;
+//! - small GET: requests/s and p50 / p99 latency with `wrk`, 64 connections, one client thread
+//!   (the median of three runs);
 //! - CPU time per proxied request, from the proxy process's own accounting (`/proc/PID/stat`);
-//! - 1 GiB streamed down: MB/s, and the proxy's peak RSS (`VmHWM`);
-//! - WebSocket echo round trip, 32 bytes, sequential;
+//! - 1 GiB streamed down: MB/s (the median of three runs), and the proxy's peak RSS (`VmHWM`);
+//! - WebSocket echo round trip, 32 bytes, sequential, and the proxy's CPU time per round trip;
 //! - SSE: time from the upstream writing an event to the client reading it.
 
 use std::convert::Infallible;
@@ -325,6 +326,8 @@ struct Figures {
     mb_per_s: f64,
     peak_rss_mib: Option<f64>,
     ws_rtt_us: f64,
+    /// The proxy's own CPU time per WebSocket round trip (two messages through it).
+    ws_cpu_us: Option<f64>,
     sse_ms: f64,
 }
 
@@ -471,20 +474,40 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Each throughput figure is the median of this many runs, so that one run disturbed by the
+/// machine does not decide a ratio.
+const RUNS: usize = 3;
+
 async fn measure(target: &Target) -> Result<Figures, String> {
     if !wait_listening(target.addr).await {
         return Err("did not start listening".into());
     }
     let pid = target.process.as_ref().map(Child::id);
+    let mut gets = Vec::with_capacity(RUNS);
+    let mut cpu_per_req = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let cpu_before = pid.and_then(cpu_seconds);
+        let (rps, p50_ms, p99_ms, total) = small_get(target.addr).await?;
+        if let (Some(after), Some(before)) = (pid.and_then(cpu_seconds), cpu_before) {
+            cpu_per_req.push((after - before) / total * 1e6);
+        }
+        gets.push((rps, p50_ms, p99_ms));
+    }
+    gets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (rps, p50_ms, p99_ms) = gets[RUNS / 2];
+    let cpu_us_per_req = (!cpu_per_req.is_empty()).then(|| median(&mut cpu_per_req));
     let cpu_before = pid.and_then(cpu_seconds);
-    let (rps, p50_ms, p99_ms, total) = small_get(target.addr).await?;
-    let cpu_us_per_req = match (pid.and_then(cpu_seconds), cpu_before) {
-        (Some(after), Some(before)) => Some((after - before) / total * 1e6),
+    let ws_rtt_us = ws_rtt(target.addr).await?;
+    let ws_cpu_us = match (pid.and_then(cpu_seconds), cpu_before) {
+        (Some(after), Some(before)) => Some((after - before) / WS_ROUNDS as f64 * 1e6),
         _ => None,
     };
-    let ws_rtt_us = ws_rtt(target.addr).await?;
     let sse_ms = sse_latency(target.addr).await?;
-    let mb_per_s = stream_gib(target.addr).await?;
+    let mut streams = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        streams.push(stream_gib(target.addr).await?);
+    }
+    let mb_per_s = median(&mut streams);
     let peak_rss_mib = pid.and_then(peak_rss_mib);
     Ok(Figures {
         rps,
@@ -494,6 +517,7 @@ async fn measure(target: &Target) -> Result<Figures, String> {
         mb_per_s,
         peak_rss_mib,
         ws_rtt_us,
+        ws_cpu_us,
         sse_ms,
     })
 }
@@ -559,6 +583,18 @@ async fn compare() {
             Err(e) => println!("| {name} | not measured: {e} | | | | | | |"),
         }
     }
+    println!();
+    println!(
+        "median of {RUNS} runs for small GET and 1 GiB; proxy CPU per WebSocket round trip: {}",
+        rows.iter()
+            .skip(1)
+            .filter_map(|(name, f)| {
+                let cpu = f.as_ref().ok()?.ws_cpu_us?;
+                Some(format!("{name} {cpu:.0} µs"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if let (Some(ours), Some(ng), Some(node)) = (
         rows.get(1).and_then(|r| r.1.as_ref().ok()),
         rows.get(2).and_then(|r| r.1.as_ref().ok()),
