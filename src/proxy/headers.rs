@@ -6,8 +6,17 @@ use http::{Method, Version};
 
 use super::ProxyError;
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The hop-by-hop names removed from every message, besides `Connection`, `Upgrade` and the names
+/// `Connection` lists.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
 
 /// Removes the hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
 /// `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE` (kept as `trailers` when the
@@ -19,8 +28,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     if !headers.keys().any(is_hop_by_hop) {
         return None;
     }
-    // `Upgrade` is taken before `Connection: upgrade` would drop it.
+    // `Upgrade` and `TE: trailers` are read before `Connection: upgrade, te` (which RFC 9110
+    // §10.1.4 asks TE senders for) would drop them.
     let upgrade = headers.remove(header::UPGRADE);
+    let wants_trailers = crate::util::header_has_token(headers, header::TE, "trailers");
     // Names listed in Connection go first: `Connection: x-foo` removes `x-foo`.
     if let Entry::Occupied(entry) = headers.entry(header::CONNECTION) {
         let (_, values) = entry.remove_entry_mult();
@@ -43,16 +54,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
             }
         }
     }
-    let wants_trailers = crate::util::header_has_token(headers, header::TE, "trailers");
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if wants_trailers {
@@ -62,18 +64,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    [
-        &header::CONNECTION,
-        &header::UPGRADE,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ]
-    .contains(&name)
+    name == header::CONNECTION || name == header::UPGRADE || HOP_BY_HOP.contains(name)
 }
 
 /// Joins several `Cookie` fields into one with `"; "` (RFC 9113 §8.2.3): HTTP/2 clients split
@@ -230,6 +221,11 @@ mod tests {
         let mut h = map(&[("te", "trailers, deflate;q=0.5")]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h["te"], "trailers");
+        // Even when Connection lists TE, as RFC 9110 asks of its senders.
+        let mut h = map(&[("connection", "TE"), ("te", "trailers")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["te"], "trailers");
+        assert!(h.get("connection").is_none());
     }
 
     #[test]
