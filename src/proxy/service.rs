@@ -56,6 +56,10 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 ///   upstream connection); any other answer to an upgrade is passed to the client as it is; an
 ///   upstream that cannot be reached is answered 502. See also
 ///   [`Builder::tunnel_idle_timeout`] and [`close_tunnels`](ReverseProxy::close_tunnels).
+/// - Upstream connections are kept and reused: an HTTP/1.1 connection once the response it carried
+///   was read to its end, an HTTP/2 connection by every request to its upstream at once. Idle ones
+///   close after [`Builder::pool_idle_timeout`]; a request that a reused connection closed on before
+///   sending it goes out again on another.
 /// - An upstream that breaks off mid-body aborts the client's response; it never looks like a clean
 ///   end.
 /// - Errors are answers with a status and a short plain-text message ([`ProxyError`]): 502 when the
