@@ -1,6 +1,7 @@
-//! Load comparison, side by side in one run: the direct connection (the limit), this crate's
-//! `ReverseProxy`, nginx and node's http-proxy, each proxy on one worker thread in a process of
-//! its own, in front of the same upstream.
+//! Load comparison, side by side in one run: the direct connection (the limit), a bare TCP relay
+//! (the least any proxy in a process of its own does), this crate's `ReverseProxy`, nginx and
+//! node's http-proxy, each proxy on one worker thread in a process of its own, in front of the
+//! same upstream.
 //!
 //! Run everything with `./scripts/load-compare` (it installs `wrk`, `nginx` and `http-proxy`
 //! first), or `cargo bench --bench load` when they are there. A proxy that is missing is
@@ -42,6 +43,11 @@ const WRK_SECONDS: u32 = 5;
 const WS_ROUNDS: usize = 2000;
 const SSE_EVENTS: usize = 50;
 
+const RELAY: &str = "TCP relay (no HTTP)";
+const OURS: &str = "sandbox-gateway";
+const NGINX: &str = "nginx";
+const NODE: &str = "node http-proxy";
+
 fn epoch() -> Instant {
     static START: OnceLock<Instant> = OnceLock::new();
     *START.get_or_init(Instant::now)
@@ -50,6 +56,10 @@ fn epoch() -> Instant {
 fn main() {
     if let Ok(upstream) = std::env::var("SGW_LOAD_PROXY_UPSTREAM") {
         run_proxy(upstream.parse().expect("upstream address"));
+        return;
+    }
+    if let Ok(upstream) = std::env::var("SGW_LOAD_RELAY_UPSTREAM") {
+        run_relay(upstream.parse().expect("upstream address"));
         return;
     }
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: do the work only
@@ -92,6 +102,41 @@ fn run_proxy(upstream: SocketAddr) {
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades()
                     .await;
+            });
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The relay process: no HTTP at all, each client connection copied byte for byte to a connection
+// of its own to the upstream, on a single-threaded runtime. Every proxy in a process of its own
+// pays at least this: the extra hops, wake-ups and copies, with nothing parsed.
+
+/// The relay's copy buffer, each way.
+const RELAY_BUF: usize = 64 * 1024;
+
+fn run_relay(upstream: SocketAddr) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap());
+        loop {
+            let Ok((mut down, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = down.set_nodelay(true);
+                let _ = up.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut down, &mut up, RELAY_BUF, RELAY_BUF,
+                )
+                .await;
             });
         }
     });
@@ -202,9 +247,11 @@ async fn wait_listening(addr: SocketAddr) -> bool {
     false
 }
 
-fn ours(upstream: SocketAddr) -> Option<Target> {
+/// This executable again, as the proxy (`SGW_LOAD_PROXY_UPSTREAM`) or the relay
+/// (`SGW_LOAD_RELAY_UPSTREAM`); it prints the address it listens on.
+fn this_exe_as(name: &'static str, var: &str, upstream: SocketAddr) -> Option<Target> {
     let mut child = Command::new(std::env::current_exe().ok()?)
-        .env("SGW_LOAD_PROXY_UPSTREAM", upstream.to_string())
+        .env(var, upstream.to_string())
         .stdout(Stdio::piped())
         .spawn()
         .ok()?;
@@ -214,7 +261,7 @@ fn ours(upstream: SocketAddr) -> Option<Target> {
         .read_line(&mut line)
         .ok()?;
     Some(Target {
-        name: "sandbox-gateway",
+        name,
         addr: line.trim().parse().ok()?,
         process: Some(child),
         _dir: None,
@@ -262,7 +309,7 @@ http {{
         .spawn()
         .map_err(|e| e.to_string())?;
     Ok(Target {
-        name: "nginx",
+        name: NGINX,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         process: Some(child),
         _dir: Some(dir),
@@ -299,7 +346,7 @@ server.listen({port}, '127.0.0.1');"
         .spawn()
         .map_err(|e| e.to_string())?;
     Ok(Target {
-        name: "node http-proxy",
+        name: NODE,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         process: Some(child),
         _dir: None,
@@ -532,17 +579,22 @@ async fn compare() {
     };
     let mut rows: Vec<(&str, Result<Figures, String>)> = Vec::new();
     rows.push((direct.name, measure(&direct).await));
-    match ours(up) {
-        Some(t) => rows.push((t.name, measure(&t).await)),
-        None => rows.push(("sandbox-gateway", Err("could not start".into()))),
+    for (name, var) in [
+        (RELAY, "SGW_LOAD_RELAY_UPSTREAM"),
+        (OURS, "SGW_LOAD_PROXY_UPSTREAM"),
+    ] {
+        match this_exe_as(name, var, up) {
+            Some(t) => rows.push((t.name, measure(&t).await)),
+            None => rows.push((name, Err("could not start".into()))),
+        }
     }
     match nginx(up) {
         Ok(t) => rows.push((t.name, measure(&t).await)),
-        Err(e) => rows.push(("nginx", Err(e))),
+        Err(e) => rows.push((NGINX, Err(e))),
     }
     match node_http_proxy(up) {
         Ok(t) => rows.push((t.name, measure(&t).await)),
-        Err(e) => rows.push(("node http-proxy", Err(e))),
+        Err(e) => rows.push((NODE, Err(e))),
     }
 
     let base = rows[0].1.clone().ok();
@@ -595,16 +647,25 @@ async fn compare() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if let (Some(ours), Some(ng), Some(node)) = (
-        rows.get(1).and_then(|r| r.1.as_ref().ok()),
-        rows.get(2).and_then(|r| r.1.as_ref().ok()),
-        rows.get(3).and_then(|r| r.1.as_ref().ok()),
-    ) {
-        println!();
+    let get = |name: &str| {
+        rows.iter()
+            .find(|r| r.0 == name)
+            .and_then(|r| r.1.as_ref().ok())
+    };
+    println!();
+    if let (Some(ours), Some(ng), Some(node)) = (get(OURS), get(NGINX), get(NODE)) {
         println!(
-            "sandbox-gateway small-GET req/s: {:.2}× nginx, {:.2}× node http-proxy",
+            "{OURS} small-GET req/s: {:.2}× nginx, {:.2}× node http-proxy",
             ours.rps / ng.rps,
             ours.rps / node.rps
+        );
+    }
+    if let (Some(ours), Some(relay)) = (get(OURS), get(RELAY)) {
+        println!(
+            "{OURS} against the bare TCP relay: small GET {:.2}×, 1 GiB {:.2}×, WS RTT {:.2}×",
+            ours.rps / relay.rps,
+            ours.mb_per_s / relay.mb_per_s,
+            ours.ws_rtt_us / relay.ws_rtt_us
         );
     }
 }
