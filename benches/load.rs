@@ -1,7 +1,8 @@
-//! Load comparison, side by side in one run: the direct connection (the limit), a bare TCP relay
-//! (the least any proxy in a process of its own does), this crate's `ReverseProxy`, nginx and
-//! node's http-proxy, each proxy on one worker thread in a process of its own, in front of the
-//! same upstream.
+//! Load comparison, side by side in one run: the direct connection (the limit), two floors — a
+//! bare TCP relay (the least any proxy in a process of its own does) and a bare hyper proxy (the
+//! least any proxy built on hyper does) — this crate's `ReverseProxy`, nginx and node's
+//! http-proxy, each proxy on one worker thread in a process of its own, in front of the same
+//! upstream.
 //!
 //! Run everything with `./scripts/load-compare` (it installs `wrk`, `nginx` and `http-proxy`
 //! first), or `cargo bench --bench load` when they are there. A proxy that is missing is
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ws::{Message as AxMessage, WebSocketUpgrade};
-use axum::http::header;
+use axum::http::{header, Request, Response, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
@@ -44,6 +45,7 @@ const WS_ROUNDS: usize = 2000;
 const SSE_EVENTS: usize = 50;
 
 const RELAY: &str = "TCP relay (no HTTP)";
+const BARE: &str = "bare hyper proxy";
 const OURS: &str = "sandbox-gateway";
 const NGINX: &str = "nginx";
 const NODE: &str = "node http-proxy";
@@ -60,6 +62,10 @@ fn main() {
     }
     if let Ok(upstream) = std::env::var("SGW_LOAD_RELAY_UPSTREAM") {
         run_relay(upstream.parse().expect("upstream address"));
+        return;
+    }
+    if let Ok(upstream) = std::env::var("SGW_LOAD_BARE_UPSTREAM") {
+        run_bare_hyper(upstream.parse().expect("upstream address"));
         return;
     }
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: do the work only
@@ -137,6 +143,91 @@ fn run_relay(upstream: SocketAddr) {
                     &mut down, &mut up, RELAY_BUF, RELAY_BUF,
                 )
                 .await;
+            });
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bare hyper proxy: hyper's HTTP/1.1 server and connection-level client, the parts
+// `ReverseProxy` is built on, joined by a plain list of idle connections, with nothing else: no
+// routing, header rewriting, checks, timeouts or limits. What any proxy built on hyper pays.
+
+fn run_bare_hyper(upstream: SocketAddr) {
+    use hyper::body::Incoming;
+    use hyper::client::conn::http1::{self as client, SendRequest};
+    use std::sync::{Arc, Mutex};
+
+    type Idle = Arc<Mutex<Vec<SendRequest<Incoming>>>>;
+
+    async fn open(upstream: SocketAddr) -> Option<SendRequest<Incoming>> {
+        let stream = tokio::net::TcpStream::connect(upstream).await.ok()?;
+        let _ = stream.set_nodelay(true);
+        let (tx, conn) = client::handshake(TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(conn.with_upgrades());
+        Some(tx)
+    }
+
+    /// On an error hyper closes the client's connection: the bench's upstream is always there.
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    async fn forward(
+        mut req: Request<Incoming>,
+        idle: Idle,
+        upstream: SocketAddr,
+    ) -> Result<Response<Incoming>, Error> {
+        if req.headers().contains_key(header::UPGRADE) {
+            let mut tx = open(upstream).await.ok_or("upstream refused")?;
+            let down = hyper::upgrade::on(&mut req);
+            let mut res = tx.send_request(req).await?;
+            if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let up = hyper::upgrade::on(&mut res);
+                tokio::spawn(async move {
+                    if let (Ok(down), Ok(up)) = tokio::join!(down, up) {
+                        let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+            }
+            return Ok(res);
+        }
+        // The most recently used connection that is still open, once its last exchange is over.
+        let mut tx = loop {
+            let last = idle.lock().unwrap().pop();
+            match last {
+                Some(mut tx) => {
+                    if tx.ready().await.is_ok() {
+                        break tx;
+                    }
+                }
+                None => break open(upstream).await.ok_or("upstream refused")?,
+            }
+        };
+        let res = tx.send_request(req).await;
+        idle.lock().unwrap().push(tx);
+        Ok(res?)
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let idle = Idle::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap());
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let idle = idle.clone();
+            let svc = hyper::service::service_fn(move |req| forward(req, idle.clone(), upstream));
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
             });
         }
     });
@@ -247,8 +338,9 @@ async fn wait_listening(addr: SocketAddr) -> bool {
     false
 }
 
-/// This executable again, as the proxy (`SGW_LOAD_PROXY_UPSTREAM`) or the relay
-/// (`SGW_LOAD_RELAY_UPSTREAM`); it prints the address it listens on.
+/// This executable again, as the proxy (`SGW_LOAD_PROXY_UPSTREAM`), the relay
+/// (`SGW_LOAD_RELAY_UPSTREAM`) or the bare hyper proxy (`SGW_LOAD_BARE_UPSTREAM`); it prints the
+/// address it listens on.
 fn this_exe_as(name: &'static str, var: &str, upstream: SocketAddr) -> Option<Target> {
     let mut child = Command::new(std::env::current_exe().ok()?)
         .env(var, upstream.to_string())
@@ -581,6 +673,7 @@ async fn compare() {
     rows.push((direct.name, measure(&direct).await));
     for (name, var) in [
         (RELAY, "SGW_LOAD_RELAY_UPSTREAM"),
+        (BARE, "SGW_LOAD_BARE_UPSTREAM"),
         (OURS, "SGW_LOAD_PROXY_UPSTREAM"),
     ] {
         match this_exe_as(name, var, up) {
@@ -660,12 +753,17 @@ async fn compare() {
             ours.rps / node.rps
         );
     }
-    if let (Some(ours), Some(relay)) = (get(OURS), get(RELAY)) {
-        println!(
-            "{OURS} against the bare TCP relay: small GET {:.2}×, 1 GiB {:.2}×, WS RTT {:.2}×",
-            ours.rps / relay.rps,
-            ours.mb_per_s / relay.mb_per_s,
-            ours.ws_rtt_us / relay.ws_rtt_us
-        );
+    for floor in [RELAY, BARE] {
+        if let (Some(ours), Some(f)) = (get(OURS), get(floor)) {
+            println!(
+                "{OURS} against the {floor}: small GET {:.2}×, 1 GiB {:.2}×, WS RTT {:.2}×",
+                ours.rps / f.rps,
+                ours.mb_per_s / f.mb_per_s,
+                ours.ws_rtt_us / f.ws_rtt_us
+            );
+        }
+    }
+    if let (Some(bare), Some(ng)) = (get(BARE), get(NGINX)) {
+        println!("{BARE} small-GET req/s: {:.2}× nginx", bare.rps / ng.rps);
     }
 }
