@@ -28,7 +28,29 @@ use super::body::RequestBody;
 use super::ProxyError;
 use crate::connect::{ConnStream, ConnectError, Connector};
 
-type Key = (Scheme, Authority);
+/// An upstream: scheme and authority, compared and hashed as written. (`Authority`'s own `Hash`
+/// feeds the hasher one lowercased byte at a time, which cost more than all the rest of a
+/// request's trip through the pool; two spellings of one host merely keep two idle lists.)
+#[derive(Clone)]
+struct Key {
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.authority.as_str() == other.authority.as_str() && self.scheme == other.scheme
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.scheme.hash(state);
+        self.authority.as_str().hash(state);
+    }
+}
 
 /// Opens, hands out and takes back upstream connections.
 pub(crate) struct Pool<R> {
@@ -79,7 +101,7 @@ impl Lent {
 impl std::fmt::Debug for Lent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lent")
-            .field("upstream", &self.key.1)
+            .field("upstream", &self.key.authority)
             .finish()
     }
 }
@@ -122,11 +144,14 @@ where
         mut req: Request<RequestBody>,
         upgrade: bool,
     ) -> Result<(Response<Incoming>, Option<Lent>), ProxyError> {
-        let key: Key = match (req.uri().scheme(), req.uri().authority()) {
-            (Some(s), Some(a)) => (s.clone(), a.clone()),
+        let key = match (req.uri().scheme(), req.uri().authority()) {
+            (Some(scheme), Some(authority)) => Key {
+                scheme: scheme.clone(),
+                authority: authority.clone(),
+            },
             _ => return Err(ProxyError::NoTarget),
         };
-        let upstream = key.1.as_str();
+        let upstream = key.authority.as_str();
         // A request that a reused connection closed on before sending it is sent again, on the
         // next idle connection or a new one: every round uses up one connection, so this ends.
         loop {
@@ -203,7 +228,7 @@ where
             self.connector.clone()
         };
         let stream = connector.call(uri).await.map_err(ProxyError::Connect)?;
-        let upstream = key.1.as_str();
+        let upstream = key.authority.as_str();
         let http2 =
             !upgrade && (self.http2_prior_knowledge || stream.connected().is_negotiated_h2());
         if http2 {
@@ -245,22 +270,18 @@ impl IdleList {
     /// A live connection to `key`: the shared HTTP/2 one, or the most recently used idle HTTP/1.1
     /// one that is ready for a request.
     async fn take(&self, key: &Key, upgrade: bool) -> Option<Sender> {
-        if !upgrade {
-            let mut state = self.lock();
-            if let Some(host) = state.hosts.get_mut(key) {
-                if let Some((tx, used)) = &mut host.http2 {
+        loop {
+            let (mut tx, since) = {
+                let mut state = self.lock();
+                let host = state.hosts.get_mut(key)?;
+                if let Some((tx, used)) = host.http2.as_mut().filter(|_| !upgrade) {
                     if !tx.is_closed() {
                         *used = Instant::now();
                         return Some(Sender::Http2(tx.clone()));
                     }
                     host.http2 = None;
                 }
-            }
-        }
-        loop {
-            let (mut tx, since) = {
-                let mut state = self.lock();
-                state.hosts.get_mut(key)?.http1.pop()?
+                host.http1.pop()?
             };
             if tx.is_closed() || since.elapsed() >= self.timeout {
                 continue;
@@ -373,8 +394,8 @@ async fn reap(idle: Weak<IdleList>, period: Duration) {
 /// `scheme://authority` plus `path_and_query` (or `/`).
 fn absolute(key: &Key, path_and_query: Option<PathAndQuery>) -> Uri {
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(key.0.clone());
-    parts.authority = Some(key.1.clone());
+    parts.scheme = Some(key.scheme.clone());
+    parts.authority = Some(key.authority.clone());
     parts.path_and_query = Some(path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")));
     Uri::from_parts(parts).expect("scheme, authority and path are each valid")
 }
@@ -383,7 +404,7 @@ fn absolute(key: &Key, path_and_query: Option<PathAndQuery>) -> Uri {
 /// has none (the target's, without a default port).
 fn origin_form(req: &mut Request<RequestBody>, key: &Key) {
     if !req.headers().contains_key(header::HOST) {
-        let (scheme, authority) = key;
+        let Key { scheme, authority } = key;
         let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
         let host = match authority.port_u16() {
             Some(p) if p == default_port => HeaderValue::from_str(authority.host()),
