@@ -7,16 +7,56 @@ use http::{Method, Version};
 use super::ProxyError;
 
 /// The hop-by-hop names removed from every message, besides `Connection`, `Upgrade` and the names
-/// `Connection` lists.
-static HOP_BY_HOP: [HeaderName; 7] = [
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
+/// `Connection` lists: their bits in the mask [`strip_hop_by_hop`] builds.
+const TE: u8 = 1;
+const KEEP_ALIVE: u8 = 1 << 1;
+const PROXY_CONNECTION: u8 = 1 << 2;
+const PROXY_AUTHENTICATE: u8 = 1 << 3;
+const PROXY_AUTHORIZATION: u8 = 1 << 4;
+const TRAILER: u8 = 1 << 5;
+const TRANSFER_ENCODING: u8 = 1 << 6;
+const CONNECTION: u8 = 1 << 7;
+
+/// The names of those bits, lowercase.
+const HOP_BY_HOP_NAMES: [&str; 8] = [
+    "te",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+    "transfer-encoding",
+    "connection",
 ];
+
+/// The fixed names with their bits, `Connection` aside.
+static FIXED: [(u8, HeaderName); 7] = [
+    (TE, header::TE),
+    (KEEP_ALIVE, HeaderName::from_static("keep-alive")),
+    (
+        PROXY_CONNECTION,
+        HeaderName::from_static("proxy-connection"),
+    ),
+    (PROXY_AUTHENTICATE, header::PROXY_AUTHENTICATE),
+    (PROXY_AUTHORIZATION, header::PROXY_AUTHORIZATION),
+    (TRAILER, header::TRAILER),
+    (TRANSFER_ENCODING, header::TRANSFER_ENCODING),
+];
+
+/// The bit of a hop-by-hop name (lowercase, as `HeaderName::as_str` gives it), `Upgrade` aside.
+fn hop_by_hop_bit(name: &str) -> u8 {
+    match name {
+        "te" => TE,
+        "keep-alive" => KEEP_ALIVE,
+        "proxy-connection" => PROXY_CONNECTION,
+        "proxy-authenticate" => PROXY_AUTHENTICATE,
+        "proxy-authorization" => PROXY_AUTHORIZATION,
+        "trailer" => TRAILER,
+        "transfer-encoding" => TRANSFER_ENCODING,
+        "connection" => CONNECTION,
+        _ => 0,
+    }
+}
 
 /// Removes the hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
 /// `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE` (kept as `trailers` when the
@@ -24,47 +64,63 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 ///
 /// Returns the `Upgrade` value that was removed, for a caller that is forwarding an upgrade.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
-    // Most messages carry none of them: one pass over the names, with no hashing, decides.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names, with no hashing, finds the ones present. Most messages carry none,
+    // and most of the others only `Connection: keep-alive` (every node server sends it), so only
+    // what is there is looked up and removed.
+    let (mut present, mut upgrade) = (0u8, false);
+    for name in headers.keys() {
+        if name == header::UPGRADE {
+            upgrade = true;
+        } else {
+            present |= hop_by_hop_bit(name.as_str());
+        }
+    }
+    if present == 0 && !upgrade {
         return None;
     }
     // `Upgrade` and `TE: trailers` are read before `Connection: upgrade, te` (which RFC 9110
     // §10.1.4 asks TE senders for) would drop them.
-    let upgrade = headers.remove(header::UPGRADE);
-    let wants_trailers = crate::util::header_has_token(headers, header::TE, "trailers");
+    let upgrade = upgrade.then(|| headers.remove(header::UPGRADE)).flatten();
+    let wants_trailers =
+        present & TE != 0 && crate::util::header_has_token(headers, header::TE, "trailers");
     // Names listed in Connection go first: `Connection: x-foo` removes `x-foo`.
-    if let Entry::Occupied(entry) = headers.entry(header::CONNECTION) {
-        let (_, values) = entry.remove_entry_mult();
-        let mut first = None;
-        let mut rest = Vec::new();
-        for value in values {
-            if first.is_none() {
-                first = Some(value);
-            } else {
-                rest.push(value);
+    if present & CONNECTION != 0 {
+        if let Entry::Occupied(entry) = headers.entry(header::CONNECTION) {
+            let (_, values) = entry.remove_entry_mult();
+            let mut first = None;
+            let mut rest = Vec::new();
+            for value in values {
+                if first.is_none() {
+                    first = Some(value);
+                } else {
+                    rest.push(value);
+                }
             }
-        }
-        for value in first.iter().chain(&rest) {
-            let Ok(s) = value.to_str() else { continue };
-            for token in s.split(',').map(str::trim) {
-                // Never let a Connection token remove an end-to-end header we rely on.
-                if !token.eq_ignore_ascii_case("host") {
-                    headers.remove(token);
+            for value in first.iter().chain(&rest) {
+                let Ok(s) = value.to_str() else { continue };
+                for token in s.split(',').map(str::trim) {
+                    // The fixed names go below, if they are there; a Connection token never
+                    // removes `Host`, an end-to-end header we rely on.
+                    let fixed = ["upgrade", "host"]
+                        .iter()
+                        .chain(&HOP_BY_HOP_NAMES)
+                        .any(|n| token.eq_ignore_ascii_case(n));
+                    if !fixed {
+                        headers.remove(token);
+                    }
                 }
             }
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (bit, name) in &FIXED {
+        if present & bit != 0 {
+            headers.remove(name);
+        }
     }
     if wants_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     upgrade
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION || name == header::UPGRADE || HOP_BY_HOP.contains(name)
 }
 
 /// Joins several `Cookie` fields into one with `"; "` (RFC 9113 §8.2.3): HTTP/2 clients split
@@ -214,6 +270,47 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, ["set-cookie", "x-baz"]);
         assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn bits_and_names_agree() {
+        for (i, name) in HOP_BY_HOP_NAMES.iter().enumerate() {
+            assert_eq!(hop_by_hop_bit(name), 1 << i, "{name}");
+        }
+        for (bit, name) in &FIXED {
+            assert_eq!(hop_by_hop_bit(name.as_str()), *bit);
+        }
+        assert_eq!(hop_by_hop_bit("upgrade"), 0);
+        assert_eq!(
+            hop_by_hop_bit("Keep-Alive"),
+            0,
+            "HeaderName::as_str is lowercase"
+        );
+    }
+
+    #[test]
+    fn keep_alive_alone_and_close() {
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("content-length", "5"),
+        ]);
+        assert!(strip_hop_by_hop(&mut h).is_none());
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["content-length"]
+        );
+        let mut h = map(&[
+            ("connection", "close, X-Foo"),
+            ("x-foo", "1"),
+            ("x-bar", "2"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-bar"]);
+        // Nothing hop-by-hop: the map is left as it was.
+        let mut h = map(&[("x-bar", "2"), ("te-x", "1")]);
+        assert!(strip_hop_by_hop(&mut h).is_none());
+        assert_eq!(h.len(), 2);
     }
 
     #[test]
