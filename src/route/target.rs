@@ -173,12 +173,11 @@ impl Target {
 
     /// The absolute URI of the upstream request.
     pub fn uri(&self) -> Uri {
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(self.path_and_query.clone())
-            .build()
-            .expect("scheme, authority and path are each valid")
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(self.path_and_query.clone());
+        Uri::from_parts(parts).expect("scheme, authority and path are each valid")
     }
 }
 
