@@ -86,29 +86,49 @@ fn main() {
 // The proxy process: this crate's ReverseProxy on a single-threaded runtime.
 
 fn run_proxy(upstream: SocketAddr) {
+    let upstream: Upstream = format!("http://{upstream}").parse().unwrap();
+    let svc = tower::ServiceBuilder::new()
+        .layer(RouteLayer::new(upstream))
+        .service(ReverseProxy::new());
+    serve_each(move |stream| {
+        let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+        serve_http1(stream, svc)
+    });
+}
+
+/// One client connection to a proxy built on hyper, upgrades included.
+async fn serve_http1<S>(stream: tokio::net::TcpStream, svc: S)
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _ = stream.set_nodelay(true);
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
+        .await;
+}
+
+/// What each proxy process does: a single-threaded runtime, a listener on loopback whose address
+/// goes to stdout for the parent, and `serve` spawned for each connection accepted.
+fn serve_each<F, Fut>(serve: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let upstream: Upstream = format!("http://{upstream}").parse().unwrap();
-        let svc = tower::ServiceBuilder::new()
-            .layer(RouteLayer::new(upstream))
-            .service(ReverseProxy::new());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("{}", listener.local_addr().unwrap());
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
+            if let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream));
+            }
         }
     });
 }
@@ -122,29 +142,14 @@ fn run_proxy(upstream: SocketAddr) {
 const RELAY_BUF: usize = 64 * 1024;
 
 fn run_relay(upstream: SocketAddr) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        println!("{}", listener.local_addr().unwrap());
-        loop {
-            let Ok((mut down, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = down.set_nodelay(true);
-                let _ = up.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional_with_sizes(
-                    &mut down, &mut up, RELAY_BUF, RELAY_BUF,
-                )
-                .await;
-            });
-        }
+    serve_each(move |mut down| async move {
+        let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+            return;
+        };
+        let _ = down.set_nodelay(true);
+        let _ = up.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, RELAY_BUF, RELAY_BUF)
+            .await;
     });
 }
 
@@ -208,28 +213,11 @@ fn run_bare_hyper(upstream: SocketAddr) {
         Ok(res?)
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let idle = Idle::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        println!("{}", listener.local_addr().unwrap());
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let idle = idle.clone();
-            let svc = hyper::service::service_fn(move |req| forward(req, idle.clone(), upstream));
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
+    let idle = Idle::default();
+    serve_each(move |stream| {
+        let idle = idle.clone();
+        let svc = hyper::service::service_fn(move |req| forward(req, idle.clone(), upstream));
+        serve_http1(stream, svc)
     });
 }
 
