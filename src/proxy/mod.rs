@@ -1,10 +1,10 @@
 //! The streaming reverse proxy.
 //!
 //! [`ReverseProxy`] is a tower `Service` for `http::Request<B>` (any body with `Bytes` data) built on
-//! hyper's connection-level client with a pool of its own, and the [`connect`](crate::connect) module's [`Connector`]. It streams
-//! bodies both ways, removes hop-by-hop headers, relays upgrades (WebSocket) to the request's own
-//! target and splices them, and answers every failure with a status and a short message
-//! ([`ProxyError`]).
+//! hyper's connection-level client, with a pool of its own, and the [`connect`](crate::connect)
+//! module's [`Connector`]. It streams bodies both ways, removes hop-by-hop headers, relays upgrades
+//! (WebSocket) to the request's own target and splices them, and answers every failure with a
+//! status and a short message ([`ProxyError`]).
 //!
 //! [`Connector`]: crate::connect::Connector
 

@@ -189,14 +189,15 @@ where
                     origin_form(&mut req, &key);
                     match tx.try_send_request(req).await {
                         Ok(res) => {
+                            // An upgraded connection belongs to its tunnel from now on.
+                            if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                                return Ok((res, None));
+                            }
                             let lent = Lent {
                                 idle: self.idle.clone(),
                                 key,
                                 sender: tx,
                             };
-                            if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                                return Ok((res, None));
-                            }
                             if http_body::Body::is_end_stream(res.body()) {
                                 lent.give_back();
                                 return Ok((res, None));
