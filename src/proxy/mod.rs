@@ -15,6 +15,7 @@ mod origin;
 mod pool;
 mod service;
 mod tunnel;
+mod upgrade;
 
 pub use body::ProxyBody;
 pub use error::ProxyError;
@@ -22,6 +23,10 @@ pub use origin::{InvalidOrigin, OriginCheck};
 pub use service::{
     Builder, ResponseFuture, ReverseProxy, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };
+pub use upgrade::{InvalidProtocol, UpgradeProtocols};
+
+// The rule the rewrite layer applies before it adds headers of its own.
+pub(crate) use headers::remove_connection_listed;
 
 // The pieces the API forwarder shares with the reverse proxy.
 #[cfg(feature = "forward")]

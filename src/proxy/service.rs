@@ -20,7 +20,7 @@ use super::body::{Meter, Progress, RequestBody};
 use super::headers::{check_request, is_upgrade_request, join_cookies, strip_hop_by_hop};
 use super::pool::Pool;
 use super::tunnel::{self, Tunnels};
-use super::{OriginCheck, ProxyBody, ProxyError};
+use super::{OriginCheck, ProxyBody, ProxyError, UpgradeProtocols};
 use crate::connect::{
     BuildError, ConnStream, ConnectError, Connector, ConnectorBuilder, LocalhostResolver,
 };
@@ -49,8 +49,9 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 ///   `Host` (the `:authority` of an HTTP/2 browser request); an upstream that may speak HTTP/2
 ///   (`https`, prior knowledge) sees the target's authority, as `:authority` on h2 and `Host` on
 ///   HTTP/1.1, since an h2 request whose `Host` differs from its `:authority` is malformed.
-/// - Upgrades (WebSocket) go to the same target, over HTTP/1.1, with their `Sec-WebSocket-*`
-///   fields untouched; the upstream's `101` is relayed with its headers (subprotocol, extensions)
+/// - Upgrades go to the same target — WebSocket only, unless [`Builder::upgrades`] allows more
+///   (any other `Upgrade`, such as `h2c`, is dropped and the request forwarded as a plain one) —
+///   over HTTP/1.1, with their `Sec-WebSocket-*` fields untouched; the upstream's `101` is relayed with its headers (subprotocol, extensions)
 ///   and bytes are spliced both ways, never parsed, until both sides have closed: a half-close
 ///   (`FIN`) on one side is passed to the other. [`OriginCheck`] guards them (403 before any
 ///   upstream connection); any other answer to an upgrade is passed to the client as it is; an
@@ -115,6 +116,7 @@ struct Shared<R> {
     tunnel_idle_timeout: Option<Duration>,
     tunnels: Arc<Tunnels>,
     http2_prior_knowledge: bool,
+    upgrades: UpgradeProtocols,
 }
 
 impl ReverseProxy {
@@ -171,6 +173,7 @@ pub struct Builder<R = LocalhostResolver> {
     http2_prior_knowledge: bool,
     origin_check: OriginCheck,
     tunnel_idle_timeout: Option<Duration>,
+    upgrades: UpgradeProtocols,
 }
 
 impl<R> Builder<R> {
@@ -185,6 +188,7 @@ impl<R> Builder<R> {
             http2_prior_knowledge: false,
             origin_check: OriginCheck::default(),
             tunnel_idle_timeout: None,
+            upgrades: UpgradeProtocols::default(),
         }
     }
 
@@ -199,6 +203,7 @@ impl<R> Builder<R> {
             http2_prior_knowledge: self.http2_prior_knowledge,
             origin_check: self.origin_check,
             tunnel_idle_timeout: self.tunnel_idle_timeout,
+            upgrades: self.upgrades,
         }
     }
 
@@ -258,6 +263,13 @@ impl<R> Builder<R> {
         self
     }
 
+    /// Which `Upgrade` protocols are tunnelled (default [`UpgradeProtocols::websocket`]); a request
+    /// offering any other is forwarded as a plain request without its `Upgrade` header.
+    pub fn upgrades(mut self, protocols: UpgradeProtocols) -> Self {
+        self.upgrades = protocols;
+        self
+    }
+
     /// Closes a tunnel when no byte moved either way for this long (default: never). Any byte
     /// counts, WebSocket pings included, so a client or server that pings more often than this
     /// keeps its tunnel; a silent one is closed by dropping both connections. It also bounds a
@@ -293,6 +305,7 @@ impl<R> Builder<R> {
                 tunnel_idle_timeout: self.tunnel_idle_timeout,
                 tunnels: Arc::new(Tunnels::new()),
                 http2_prior_knowledge: self.http2_prior_knowledge,
+                upgrades: self.upgrades,
             }),
         })
     }
@@ -384,7 +397,9 @@ where
         if let Err(e) = check_request(&parts) {
             return error_response(&e);
         }
-        let upgrade = is_upgrade_request(&parts);
+        // Only an allowed protocol opens a tunnel; any other `Upgrade` is dropped with the
+        // hop-by-hop headers and the request goes on as a plain one.
+        let upgrade = is_upgrade_request(&parts) && self.upgrades.allows(&parts.headers);
         let mut downstream_upgrade = None;
         if upgrade {
             if let Err(origin) = self.origin_check.check(&parts) {
@@ -488,6 +503,17 @@ where
             return Response::from_parts(parts, ProxyBody::empty());
         }
 
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            // A switch nobody asked for (RFC 9110 §15.2.2): relayed, it would leave the client's
+            // connection in an unknown protocol.
+            let e = ProxyError::Upstream {
+                upstream: upstream_name.to_owned(),
+                reason: "switched protocols without an allowed upgrade",
+                source: "101 Switching Protocols to a plain request".into(),
+            };
+            tracing::warn!(parent: &span, error = %e, "proxy error");
+            return error_response(&e);
+        }
         let (mut parts, body) = res.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.version = Version::default();
