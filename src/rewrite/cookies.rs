@@ -101,8 +101,9 @@ impl CookieFirewall {
         }
     }
 
-    /// No firewall: `Cookie` and `Set-Cookie` names pass unchanged (Set-Cookie of a reserved name
-    /// is still dropped). For an upstream that is not a sandbox.
+    /// No firewall: `Cookie` and `Set-Cookie` names pass unchanged (a `Set-Cookie` of a reserved
+    /// name, or whose name is not a token, is still dropped). For an upstream that is not a
+    /// sandbox.
     pub fn off() -> Self {
         CookieFirewall {
             on: false,
