@@ -51,8 +51,9 @@ const HOST: &str = "__Host-";
 ///   vouch for. `__Host-` cannot stay outermost under a mount: it requires `Path=/`.
 /// - The namespace lengthens names; browsers refuse a cookie whose name and value pass 4096 bytes.
 /// - Scripts see the stored names: a page that reads its own cookie from `document.cookie` finds
-///   it under its namespaced name. Servers never do. Such an app needs a route of its own origin
-///   with [`CookieFirewall::namespace_host_routes`] off.
+///   it under its namespaced name. Servers never do. Name such cookies in
+///   [`CookieFirewall::script_readable`] (JupyterLab's `_xsrf`), or give the app a route of its
+///   own origin with [`CookieFirewall::namespace_host_routes`] off.
 ///
 /// # Host routes
 ///
@@ -82,6 +83,7 @@ pub struct CookieFirewall {
     host_routes: bool,
     share: Arc<[String]>,
     reserved: Arc<[String]>,
+    readable: Arc<[String]>,
 }
 
 impl Default for CookieFirewall {
@@ -98,6 +100,7 @@ impl CookieFirewall {
             host_routes: true,
             share: Arc::from([]),
             reserved: Arc::from([BASE.to_owned()]),
+            readable: Arc::from([]),
         }
     }
 
@@ -157,6 +160,33 @@ impl CookieFirewall {
         Ok(self)
     }
 
+    /// Names a sandbox keeps as it set them, for a page whose script reads its own cookie from
+    /// `document.cookie` (JupyterLab sends its `_xsrf` cookie back as the `X-XSRFToken` header:
+    /// `script_readable(["_xsrf"])`). Such a cookie is stored under its own name, its `Path` still
+    /// kept under the mount; on the way in only the first cookie of that name passes, which is the
+    /// one with the longest path (RFC 6265 §5.4), so the sandbox's own when it set one, never one
+    /// of another mount. List only names the host does not use itself: when the sandbox set none,
+    /// a host cookie of that name would pass.
+    ///
+    /// # Errors
+    /// [`RewriteError::InvalidCookieName`] for a name that is not a token, or that is reserved.
+    pub fn script_readable<I, N>(mut self, names: I) -> Result<Self, RewriteError>
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        let mut readable: Vec<String> = self.readable.to_vec();
+        for n in names {
+            let n = n.as_ref();
+            if !is_token(n) || self.is_reserved(n) {
+                return Err(RewriteError::InvalidCookieName(n.to_owned()));
+            }
+            readable.push(n.to_owned());
+        }
+        self.readable = readable.into();
+        Ok(self)
+    }
+
     /// Whether routes without a mount (their own origin) are namespaced too (default `true`).
     /// Turn off only when sandboxes live on a registrable domain of their own, which no host cookie
     /// can reach; see the [type docs](CookieFirewall).
@@ -205,6 +235,7 @@ impl CookieFirewall {
         let mut out: Vec<u8> = Vec::new();
         let mut changed = false;
         let mut fields = 0;
+        let mut readable_seen: Vec<&[u8]> = Vec::new();
         for v in headers.get_all(header::COOKIE) {
             fields += 1;
             for pair in cookie_pairs(v.as_bytes()) {
@@ -212,9 +243,14 @@ impl CookieFirewall {
                 let name = std::str::from_utf8(name).unwrap_or("");
                 let kept = match ns {
                     _ if !is_token(name) => None,
-                    Some(ns) => ns
-                        .inbound(name)
-                        .or_else(|| self.is_shared(name).then_some(name)),
+                    Some(ns) => ns.inbound(name).or_else(|| {
+                        let first_readable = self.readable.iter().any(|r| r == name)
+                            && !readable_seen.contains(&name.as_bytes());
+                        if first_readable {
+                            readable_seen.push(name.as_bytes());
+                        }
+                        (first_readable || self.is_shared(name)).then_some(name)
+                    }),
                     // Names unchanged: only the gateway's own and namespaced ones stay out.
                     None if self.is_reserved(name) => None,
                     None => Some(name),
@@ -262,6 +298,9 @@ impl CookieFirewall {
         let Some(ns) = ns else {
             return Some(None);
         };
+        if self.readable.iter().any(|r| r == name) {
+            return Some(None);
+        }
         let after = &set_cookie[first.len()..];
         Some(Some(format!(
             "{}={}{}",
@@ -444,6 +483,23 @@ mod tests {
         let mut h = cookies(&["a=1;b=2"]);
         open.filter_request(&mut h, None);
         assert_eq!(sent(&h), ["a=1;b=2"], "untouched when nothing changes");
+    }
+
+    #[test]
+    fn script_readable_names_keep_their_name_and_only_the_first_passes() {
+        let f = CookieFirewall::new().script_readable(["_xsrf"]).unwrap();
+        let ns = f.namespace(Some("/proxy/8888")).unwrap();
+        assert_eq!(f.outbound("_xsrf=2|abc; Path=/", Some(&ns)), Some(None));
+        assert_eq!(
+            f.outbound("other=1", Some(&ns)),
+            Some(Some("sgw.proxy.8888~other=1".to_owned()))
+        );
+        // The browser lists the longest path first: the sandbox's own, then the host's.
+        let mut h = cookies(&["_xsrf=mine; session=HOST", "_xsrf=host"]);
+        f.filter_request(&mut h, Some(&ns));
+        assert_eq!(sent(&h), ["_xsrf=mine"]);
+        assert!(CookieFirewall::new().script_readable(["sgw_x"]).is_err());
+        assert!(CookieFirewall::new().script_readable(["a,b"]).is_err());
     }
 
     #[test]
