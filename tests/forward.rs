@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sandbox_gateway::connect::LocalhostResolver;
-use sandbox_gateway::forward::{ApiForward, Secret, SsrfGuard, Upstream};
+use sandbox_gateway::forward::{ApiForward, Callers, Secret, SsrfGuard, Upstream};
 use support::{client, closed_port_addr, empty, full, serve, serve_fn, within, BoxError, TestBody};
 use tokio::sync::mpsc;
 use tower::ServiceBuilder;
@@ -106,6 +106,7 @@ async fn lockstep_case(compress: bool) {
     let (ack_tx, ack_rx) = mpsc::channel(1);
     let upstream = lockstep_upstream(ack_rx).await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .upstream(allowed("events", upstream))
         .build()
         .unwrap();
@@ -182,6 +183,15 @@ fn keyed(addr: SocketAddr) -> Upstream {
         .allow_private(true)
 }
 
+/// The message of the forwarder's JSON error body.
+fn message(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["error"]["message"]
+        .as_str()
+        .expect("a message")
+        .to_owned()
+}
+
 async fn assert_no_key(res: Response<Incoming>) -> (StatusCode, HeaderMap, String) {
     let status = res.status();
     let headers = res.headers().clone();
@@ -201,6 +211,7 @@ async fn server_key_reaches_the_upstream_browser_credentials_do_not() {
     let seen: Seen = Arc::default();
     let upstream = recording_upstream(seen.clone()).await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .upstream(keyed(upstream))
         .build()
         .unwrap();
@@ -259,6 +270,7 @@ async fn refusals_are_short_answers_without_the_key() {
     let upstream = recording_upstream(seen.clone()).await;
     let down = closed_port_addr().await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .upstream(keyed(upstream))
         .upstream(
             Upstream::new("down", format!("http://{down}"))
@@ -284,7 +296,10 @@ async fn refusals_are_short_answers_without_the_key() {
 
     let (s, _, body) = send(post("/nope/chat/completions", empty())).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert_eq!(body, "no upstream of that name\n");
+    assert_eq!(
+        body,
+        "{\"error\":{\"type\":\"not_found\",\"message\":\"no upstream of that name\"}}\n"
+    );
 
     let (s, _, _) = send(post("/", empty())).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -292,7 +307,10 @@ async fn refusals_are_short_answers_without_the_key() {
     let (s, h, body) = send(get(format!("http://{gateway}/api/models"))).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(h[header::ALLOW], "POST");
-    assert_eq!(body, "method GET is not allowed for this upstream\n");
+    assert_eq!(
+        message(&body),
+        "method GET is not allowed for this upstream"
+    );
 
     for path in ["/api/admin/keys", "/api/chat/completionsX", "/api/", "/api"] {
         let (s, _, body) = send(post(path, empty())).await;
@@ -311,7 +329,10 @@ async fn refusals_are_short_answers_without_the_key() {
     // Too large by Content-Length: refused before anything is sent.
     let (s, _, body) = send(post("/api/chat/completions", full(vec![b'x'; 2048]))).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(body, "request body larger than 1024 bytes\n");
+    assert_eq!(
+        message(&body),
+        "request body larger than the limit of 1024 bytes"
+    );
 
     // Too large while streaming (no Content-Length): cut off at the limit.
     let (tx, rx) = mpsc::channel(4);
@@ -328,7 +349,10 @@ async fn refusals_are_short_answers_without_the_key() {
     });
     let (s, _, body) = send(post("/api/chat/completions", body_stream(rx))).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(body, "request body larger than 1024 bytes\n");
+    assert_eq!(
+        message(&body),
+        "request body larger than the limit of 1024 bytes"
+    );
 
     // Within the limit, streamed: forwarded whole.
     let (tx, rx) = mpsc::channel(4);
@@ -357,6 +381,7 @@ async fn silent_upstream_is_504() {
     })
     .await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .upstream(allowed("slow", upstream))
         .response_timeout(Some(Duration::from_millis(300)))
         .build()
@@ -443,7 +468,7 @@ async fn ssrf_guard_refuses_every_internal_address_class() {
             "non-canonical IPv4 spelling of an address",
         ),
     ];
-    let mut builder = ApiForward::builder();
+    let mut builder = ApiForward::builder().callers(Callers::anyone());
     for (i, (base, _)) in table.iter().enumerate() {
         builder = builder.upstream(
             Upstream::new(format!("u{i}"), *base)
@@ -461,7 +486,7 @@ async fn ssrf_guard_refuses_every_internal_address_class() {
         let (status, _, body) = assert_no_key(res).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{base}: {body}");
         assert!(
-            body.starts_with("refused by the SSRF guard: upstream host"),
+            message(&body).starts_with("refused by the SSRF guard: upstream host"),
             "{base}: {body}"
         );
         assert!(body.contains(class), "{base}: {body}");
@@ -526,7 +551,9 @@ async fn ssrf_guard_refuses_names_resolving_inside() {
             "resolves to a loopback address (IPv4-mapped IPv6)",
         ),
     ];
-    let mut builder = ApiForward::builder().guard(SsrfGuard::new().resolver(table));
+    let mut builder = ApiForward::builder()
+        .callers(Callers::anyone())
+        .guard(SsrfGuard::new().resolver(table));
     for (i, (base, _)) in cases.iter().enumerate() {
         builder = builder.upstream(
             Upstream::new(format!("n{i}"), base.as_str())
@@ -572,6 +599,7 @@ async fn redirects_are_returned_not_followed() {
     })
     .await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .upstream(allowed("r", redirector))
         .build()
         .unwrap();
@@ -595,6 +623,7 @@ async fn loopback_allowed_by_cidr_works_and_other_hosts_stay_refused() {
     })
     .await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .guard(SsrfGuard::new().allow_cidr("127.0.0.0/8".parse().unwrap()))
         .upstream(
             Upstream::new("local", format!("http://{upstream}"))
@@ -689,6 +718,7 @@ where
 async fn https_upstream_speaking_only_h2() {
     let (addr, cert) = h2_only_tls_upstream().await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .add_root_certificate(cert)
         .upstream(
             Upstream::new("tls", format!("https://localhost:{}", addr.port()))
@@ -738,6 +768,7 @@ async fn sse_over_an_h2_only_https_upstream_streams_event_by_event() {
     })
     .await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .add_root_certificate(cert)
         .upstream(
             Upstream::new("llm", format!("https://localhost:{}/v1", addr.port()))
@@ -769,6 +800,7 @@ async fn wildcard_upstream_allowed_private_reaches_the_local_server() {
     let upstream = serve_fn(|_req: Request<Incoming>| async { Response::new(full("here")) }).await;
     let base = format!("http://0.0.0.0:{}", upstream.port());
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .upstream(
             Upstream::new("wild0", base.as_str())
                 .allow_methods([Method::GET])

@@ -47,15 +47,24 @@
 //! ```
 
 mod body;
+mod caller;
 mod connector;
 mod error;
+mod quota;
+#[cfg(feature = "redis")]
+mod quota_redis;
 mod service;
 mod ssrf;
 mod upstream;
 
 pub use body::ForwardBody;
+pub use caller::{Caller, CallerRefusal, Callers, ANONYMOUS};
 pub use connector::SsrfConnector;
 pub use error::{BuildError, ForwardError};
+pub use quota::{Quota, QuotaExceeded, QuotaStore};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use quota_redis::RedisQuotaStore;
 pub use service::{
     ApiForward, Builder, ResponseFuture, DEFAULT_BODY_LIMIT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_RESPONSE_TIMEOUT,
