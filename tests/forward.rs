@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
@@ -815,4 +816,131 @@ async fn wildcard_upstream_allowed_private_reaches_the_local_server() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(support::text(res).await, "here");
+}
+
+/// A plain-text HTTP/2 client (prior knowledge), as a browser speaks h2 to a TLS gateway.
+fn h2_client(
+) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, TestBody>
+{
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// An h2-only TLS upstream streaming an event every 20 ms (at most 500), which reports on
+/// `reset` the event it was at when its response stream went away.
+async fn endless_h2_upstream(reset: mpsc::Sender<usize>) -> (SocketAddr, Vec<u8>) {
+    tls_h2_upstream(move |_req: Request<Incoming>| {
+        let reset = reset.clone();
+        async move {
+            let (tx, rx) = mpsc::channel(1);
+            tokio::spawn(async move {
+                for k in 0..500 {
+                    let event = Bytes::from(format!("data: {k}\n\n"));
+                    if tx.send(Ok(Frame::data(event))).await.is_err() {
+                        // hyper dropped the body: the stream was reset by the peer.
+                        let _ = reset.send(k).await;
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(body_stream(rx))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+fn h2_forwarder(addr: SocketAddr, cert: Vec<u8>) -> ApiForward {
+    ApiForward::builder()
+        .callers(Callers::anyone())
+        .add_root_certificate(cert)
+        .upstream(
+            Upstream::new("llm", format!("https://localhost:{}/v1", addr.port()))
+                .allow_methods([Method::POST])
+                .allow_paths(["/"])
+                .allow_private(true),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn h2_client_abort_resets_the_upstream_stream() {
+    let (reset_tx, mut reset_rx) = mpsc::channel(1);
+    let (addr, cert) = endless_h2_upstream(reset_tx).await;
+    let gateway = serve(h2_forwarder(addr, cert)).await;
+    for client in [h2_client(), client()] {
+        let req = Request::post(format!("http://{gateway}/llm/chat/completions"))
+            .body(full("{}"))
+            .unwrap();
+        let res = within(10, client.request(req)).await.unwrap();
+        let mut body = res.into_body();
+        for _ in 0..2 {
+            let frame = within(10, body.frame()).await.unwrap().unwrap();
+            assert!(frame.into_data().unwrap().starts_with(b"data: "));
+        }
+        // The browser aborts: the response body is dropped, the client stays.
+        drop(body);
+        let at = within(10, reset_rx.recv())
+            .await
+            .expect("the upstream saw the reset");
+        assert!(
+            at < 100,
+            "the upstream stream ended at event {at}, not at its end"
+        );
+        drop(client);
+    }
+}
+
+#[tokio::test]
+async fn h2_upstream_reset_mid_stream_reaches_the_client_as_an_error() {
+    let (addr, cert) = tls_h2_upstream(|_req: Request<Incoming>| async move {
+        let events = futures_util::stream::iter(0..3).then(|k| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if k < 2 {
+                Ok(Frame::data(Bytes::from(format!("data: {k}\n\n"))))
+            } else {
+                // hyper answers a body error with RST_STREAM on the upstream's stream.
+                Err::<Frame<Bytes>, BoxError>("the model crashed".into())
+            }
+        });
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(StreamBody::new(events).boxed_unsync())
+            .unwrap()
+    })
+    .await;
+    let gateway = serve(h2_forwarder(addr, cert)).await;
+    for (name, client) in [("h2", h2_client()), ("http/1.1", client())] {
+        let req = Request::post(format!("http://{gateway}/llm/chat/completions"))
+            .body(full("{}"))
+            .unwrap();
+        let res = within(10, client.request(req)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let mut body = res.into_body();
+        let mut seen = String::new();
+        let end = within(10, async {
+            loop {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            seen.push_str(&String::from_utf8_lossy(&data));
+                        }
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(()),
+                }
+            }
+        })
+        .await;
+        assert_eq!(seen, "data: 0\n\ndata: 1\n\n", "{name}");
+        assert!(
+            end.is_err(),
+            "{name}: the reset must not look like a clean end"
+        );
+    }
 }
