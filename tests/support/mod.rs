@@ -108,6 +108,15 @@ pub async fn closed_port_addr() -> SocketAddr {
     a
 }
 
+/// `target/debug/examples/{name}`, built by `cargo test` along with the tests (run alone with
+/// `--test …`, build it first: `cargo build --all-features --example {name}`).
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
 /// Bounds a test step in time.
 pub async fn within<T>(secs: u64, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), fut)
