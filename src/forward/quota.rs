@@ -27,6 +27,10 @@ use super::BuildError;
 /// `Content-Length`; a body sent without one is charged the upstream's body limit (every SDK
 /// sends a length). A stream counts from the request until its response body ends or is dropped.
 ///
+/// A refused request spends nothing in Redis (the script charges all limits or none). In memory,
+/// streams are checked first and given back; a request refused for its bytes has still spent its
+/// request (`governor` takes no cell back).
+///
 /// ```
 /// use std::time::Duration;
 /// use sandbox_gateway::forward::Quota;
