@@ -34,6 +34,8 @@ const BUDGET: usize = 4;
 /// Streams open at once per caller, across both gateways. (A stream's slot is given back in
 /// Redis just after its body ends, asynchronously: sequential requests can overlap by one.)
 const STREAMS: usize = 2;
+/// Request bytes per minute per caller, across both gateways.
+const BYTES: u64 = 2048;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -61,11 +63,13 @@ async fn gateway(redis_url: &str, upstream: SocketAddr) {
                 .allow_methods([Method::POST])
                 .allow_paths(["/"])
                 .inject_header(header::AUTHORIZATION, Secret::bearer("sk-shared").unwrap())
-                .allow_private(true),
+                .allow_private(true)
+                .body_limit(1000),
         )
         .quota(
             Quota::new()
                 .requests(BUDGET as u32, Duration::from_secs(60))
+                .request_bytes(BYTES, Duration::from_secs(60))
                 .concurrent_streams(STREAMS as u32),
         )
         .quota_store(QuotaStore::redis(store))
@@ -166,14 +170,16 @@ async fn two_gateways_share_one_budget() {
     let ttl = Duration::from_secs(600);
     let alice = signer.issue_api("alice", ["llm"], ttl).unwrap();
     let bob = signer.issue_api("bob", ["llm"], ttl).unwrap();
+    let carol = signer.issue_api("carol", ["llm"], ttl).unwrap();
     let c = client();
-    let call = |gw: &Gateway, path: &str, token: &str| {
+    let send = |gw: &Gateway, path: &str, token: &str, body: Vec<u8>| {
         let req = Request::post(format!("http://{}/llm{path}", gw.addr))
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(full("{}"))
+            .body(full(body))
             .unwrap();
         within(20, c.request(req))
     };
+    let call = |gw: &Gateway, path: &str, token: &str| send(gw, path, token, b"{}".to_vec());
 
     // The budget is spent alternately on both processes; the next request fails on either.
     for i in 0..BUDGET {
@@ -227,6 +233,18 @@ async fn two_gateways_share_one_budget() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(freed, "the stream's slot was given back across processes");
+
+    // Bytes: 2048 a minute. A 1000-byte body on each process passes; the third lacks 952 bytes of
+    // budget, which come back in 27.9 s.
+    for gw in [&a, &b] {
+        let res = send(gw, "/x", &carol, vec![b'c'; 1000]).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let res = send(&a, "/x", &carol, vec![b'c'; 1000]).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()[header::RETRY_AFTER], "28");
+    let body = support::text(res).await;
+    assert!(body.contains("too many request bytes"), "{body}");
     drop(open);
     drop((a, b));
 }
