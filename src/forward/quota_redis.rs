@@ -111,7 +111,11 @@ impl RedisQuotaStore {
     /// Connects to the Redis server at `url` (`redis://[:password@]host:port/db`), once now so a
     /// bad address is reported at start-up.
     pub async fn connect(url: &str) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+        Self::from_client(redis::Client::open(url)?).await
+    }
+
+    /// Uses an existing client, connecting once now so a bad address is reported at start-up.
+    pub async fn from_client(client: redis::Client) -> Result<Self, redis::RedisError> {
         let conn = client.get_multiplexed_async_connection().await?;
         Ok(RedisQuotaStore {
             client,
