@@ -693,13 +693,17 @@ where
         }
         let caller: Option<Caller> = match (&self.callers, route.own_key) {
             (_, true) => None,
-            (Some(callers), false) => match callers.admit(name, &parts, &route.key_headers).await {
-                Ok(caller) => Some(caller),
-                Err(refusal) => {
-                    tracing::info!(upstream = %name, status = refusal.status().as_u16(), "caller refused");
-                    return error_response(&ForwardError::Caller(refusal));
+            (Some(callers), false) => {
+                let admitted = callers.admit(name, &parts, &route.key_headers).await;
+                match admitted {
+                    Ok(caller) => Some(caller),
+                    Err(refusal) => {
+                        let status = refusal.status().as_u16();
+                        tracing::info!(upstream = %name, status, "caller refused");
+                        return error_response(&ForwardError::Caller(refusal));
+                    }
                 }
-            },
+            }
             // `build` refuses upstreams that spend a key without a caller check.
             (None, false) => return error_response(&ForwardError::UnknownUpstream),
         };
