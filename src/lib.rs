@@ -25,7 +25,8 @@
 //!    │                                        connect::Connector: localhost → ::1 + 127.0.0.1 raced
 //!    │                                        (Happy Eyeballs), TLS + ALPN h2 / http/1.1
 //!    ├─ /api/proxy/{name}/…        cors::CorsLayer ─► forward::ApiForward ─► external API (h2/TLS, SSE)
-//!    │                              named upstreams, server-held secret injected, SsrfGuard on
+//!    │                              caller ✓ (API token or the host's check), quota, named
+//!    │                              upstreams, server-held secret injected, SsrfGuard on
 //!    │                              every resolved address
 //!    └─ any other route            your own handlers
 //!    event streams anywhere: sse::SseLayer (unbuffered, uncompressed, heartbeats)
@@ -47,7 +48,7 @@
 //! | [`cors`] | [`CorsLayer`](cors::CorsLayer): proxy-safe CORS, preflights, Private Network Access |
 //! | [`isolation`] | [`IsolationLayer`](isolation::IsolationLayer): COOP / COEP / CORP for `crossOriginIsolated` |
 //! | [`host`] | [`HostAllowlistLayer`](host::HostAllowlistLayer): the DNS-rebinding guard |
-//! | `forward` | `ApiForward`: named upstreams, injected `Secret`s, `SsrfGuard` on every connection |
+//! | `forward` | `ApiForward`: callers the host authorised (`Callers`), per-caller `Quota`s, named upstreams, injected `Secret`s, `SsrfGuard` on every connection |
 //! | `doctor` | `Probe`, `Report`: checks a live gateway (isolation, CORS, SSE, WebSocket, ALPN, Host, port) |
 //! | `auth` | `TokenSigner`, `Bootstrap`, `TunnelAuthLayer`, `NonceStore`: the IDE tunnel's token → cookie flow |
 //!
@@ -78,11 +79,12 @@
 //! - `tls` (default): `https` upstreams with rustls (ring) and ALPN `h2` / `http/1.1`.
 //! - `auth` (default): the `auth` module (HMAC-SHA256 tokens, cookies, nonce store).
 //! - `forward` (default): the `forward` module, the outbound API proxy for sandboxed apps with its
-//!   SSRF guard.
+//!   SSRF guard, caller checks and in-memory quotas. Its API tokens (`Callers::api_tokens`) need
+//!   `auth` too; without it, callers are checked by the host's own check.
 //! - `doctor`: the `doctor` module (implies `tls`): `Probe` checks a live deployment for the ways
 //!   browsers fail in front of a gateway.
 //! - `redis`: a Redis `NonceStore` (implies `auth`), so a token spent on one replica is
-//!   spent on all.
+//!   spent on all; with `forward`, `RedisQuotaStore`, so replicas share each caller's quota.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -72,6 +72,18 @@ pub(crate) fn split_cookie_pair(pair: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// Whether `name` may name an upstream of the API forwarder: one path segment of letters, digits,
+/// `-`, `_` and `.`, never `.` or `..`. API tokens carry such names.
+#[cfg_attr(not(any(feature = "auth", feature = "forward")), allow(dead_code))]
+pub(crate) fn valid_upstream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +97,15 @@ mod tests {
             res.headers()[header::CONTENT_TYPE],
             "text/plain; charset=utf-8"
         );
+    }
+
+    #[test]
+    fn upstream_names() {
+        assert!(valid_upstream_name("demo-llm"));
+        assert!(valid_upstream_name("openai.v1"));
+        for bad in ["", ".", "..", "a/b", "a b", "a%2f"] {
+            assert!(!valid_upstream_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -30,8 +30,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::{stream, StreamExt};
 use hyper_util::client::legacy::connect::HttpConnector;
 use sandbox_gateway::auth::{bootstrap_url, Bootstrap, CookieConfig, TokenSigner, TunnelAuthLayer};
-use sandbox_gateway::cors::{AllowOrigin, CorsLayer};
-use sandbox_gateway::forward::{ApiForward, Secret, Upstream as ApiUpstream};
+use sandbox_gateway::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use sandbox_gateway::forward::{ApiForward, Callers, Secret, Upstream as ApiUpstream};
 use sandbox_gateway::isolation::IsolationLayer;
 use sandbox_gateway::proxy::ReverseProxy;
 use sandbox_gateway::rewrite::RewriteLayer;
@@ -559,21 +559,49 @@ async fn ide_opens_in_a_new_tab_with_an_httponly_cookie() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Scenario "app builder": an app on a foreign origin streams an API answer through the gateway;
-// the host page is cross-origin isolated.
+// Scenario "app builder": an app on a foreign origin, holding an API token the host minted, calls
+// the API the way OpenAI's SDK does and streams the answer through the gateway; without a token,
+// or with a token for another API, it is refused; the host page is cross-origin isolated.
 
-/// The page of the app (served on its own origin): POSTs JSON with Authorization to the gateway
-/// and reads the event stream chunk by chunk, acknowledging each event to its own server.
+/// The page of the app (served on its own origin). As the OpenAI SDK's `fetch` does, it POSTs
+/// JSON with `Authorization: Bearer <token>` and the SDK's `X-Stainless-*` headers: first without
+/// a token and with a token for another API (both must be refused, readably), then with its
+/// token, reading the event stream chunk by chunk and acknowledging each event to its own server.
 const APP_PAGE: &str = r#"<!doctype html><title>app</title><body><h1>app</h1>
 <script>
+const sdkHeaders = (token) => {
+  const h = {
+    'Content-Type': 'application/json',
+    'Accept': 'application/json',
+    'X-Stainless-Lang': 'js',
+    'X-Stainless-Package-Version': '4.104.0',
+    'X-Stainless-OS': 'Linux',
+    'X-Stainless-Arch': 'x64',
+    'X-Stainless-Runtime': 'browser:chrome',
+    'X-Stainless-Runtime-Version': '138.0.0',
+    'X-Stainless-Retry-Count': '0',
+    'X-Stainless-Timeout': '600',
+  };
+  if (token) h['Authorization'] = 'Bearer ' + token;
+  return h;
+};
+const call = (token) => fetch(GATEWAY + '/api/proxy/demo-llm/chat', {
+  method: 'POST',
+  headers: sdkHeaders(token),
+  body: JSON.stringify({ model: 'demo', stream: true, messages: [{ role: 'user', content: 'hello' }] }),
+});
+// A refusal's status and error type, read as the SDK reads it; an answer that is not a refusal
+// is cancelled.
+const refusal = async (res) => {
+  if (res.status < 400) { await res.body.cancel(); return [res.status, null]; }
+  return [res.status, (await res.json()).error.type];
+};
 (async () => {
   const out = { events: [] };
   try {
-    const res = await fetch(GATEWAY + '/api/proxy/demo-llm/chat', {
-      method: 'POST',
-      headers: { 'Authorization': 'Bearer app-session', 'Content-Type': 'application/json' },
-      body: JSON.stringify({ prompt: 'hello' }),
-    });
+    out.no_token = await refusal(await call(null));
+    out.other_api = await refusal(await call(OTHER_TOKEN));
+    const res = await call(TOKEN);
     out.status = res.status;
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
@@ -665,10 +693,23 @@ async fn llm_upstream(acks: Arc<Mutex<mpsc::Receiver<usize>>>) -> SocketAddr {
 struct AppGateway {
     cors: bool,
     isolation: bool,
+    /// Whether the forwarder checks API tokens (otherwise anyone spends the key).
+    tokens: bool,
 }
 
-async fn app_gateway(upstream: SocketAddr, allowed_origin: &str, with: AppGateway) -> SocketAddr {
+async fn app_gateway(
+    upstream: SocketAddr,
+    allowed_origin: &str,
+    with: AppGateway,
+    signer: TokenSigner,
+) -> SocketAddr {
+    let callers = if with.tokens {
+        Callers::api_tokens(signer)
+    } else {
+        Callers::anyone()
+    };
     let api = ApiForward::builder()
+        .callers(callers)
         .upstream(
             ApiUpstream::new("demo-llm", format!("http://{upstream}/v1"))
                 .allow_methods([Method::POST])
@@ -683,7 +724,7 @@ async fn app_gateway(upstream: SocketAddr, allowed_origin: &str, with: AppGatewa
         let cors = CorsLayer::builder()
             .allow_origin(AllowOrigin::list([allowed_origin]))
             .allow_methods([Method::POST])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .allow_headers(AllowHeaders::api_sdks())
             .build()
             .unwrap();
         Router::new().nest_service("/api/proxy", ServiceBuilder::new().layer(cors).service(api))
@@ -705,6 +746,14 @@ async fn app_calls_api(browser: &Client, app: SocketAddr) -> Result<Value, Strin
         .await
         .map_err(|e| e.to_string())?;
     let seen = result(browser, STEP).await?;
+    if seen.get("error").is_none()
+        && (seen["no_token"] != json!([401, "unauthorized"])
+            || seen["other_api"] != json!([403, "forbidden"]))
+    {
+        return Err(format!(
+            "callers without a token for this API were not refused: {seen}"
+        ));
+    }
     let expected: Vec<String> = (1..=EVENTS).map(|k| format!("token{k}")).collect();
     if seen["status"] != 200 || seen["events"] != json!(expected) {
         return Err(format!("the app's streamed call: {seen}"));
@@ -741,10 +790,19 @@ async fn app_builder_stack(with: AppGateway, allow_the_app: bool) -> (SocketAddr
     } else {
         "http://127.0.0.1:1".to_owned()
     };
-    let gateway = app_gateway(upstream, &allowed, with).await;
+    // The host minted the app's token (its own route does, see examples/app_builder.rs) and a
+    // token for another API.
+    let signer = TokenSigner::random().unwrap();
+    let ttl = Duration::from_secs(300);
+    let token = signer.issue_api("app-1", ["demo-llm"], ttl).unwrap();
+    let other = signer.issue_api("app-1", ["other-api"], ttl).unwrap();
+    let gateway = app_gateway(upstream, &allowed, with, signer).await;
     let router_origin = format!("http://localhost:{}", gateway.port());
     let app = {
-        let page = APP_PAGE.replace("GATEWAY", &format!("{router_origin:?}"));
+        let page = APP_PAGE
+            .replace("GATEWAY", &format!("{router_origin:?}"))
+            .replace("OTHER_TOKEN", &format!("{other:?}"))
+            .replace("TOKEN", &format!("{token:?}"));
         let router = Router::new()
             .route("/", get(move || async move { Html(page) }))
             .route(
@@ -774,6 +832,7 @@ async fn app_builder_streams_a_cross_origin_api_call() {
     let full = AppGateway {
         cors: true,
         isolation: true,
+        tokens: true,
     };
     let (app, gateway) = app_builder_stack(full, true).await;
     let seen = app_calls_api(&browser, app).await;
@@ -784,6 +843,7 @@ async fn app_builder_streams_a_cross_origin_api_call() {
     let full = AppGateway {
         cors: true,
         isolation: true,
+        tokens: true,
     };
     let (app, _) = app_builder_stack(full, false).await;
     let refused = app_calls_api(&browser, app).await;
@@ -797,6 +857,7 @@ async fn app_builder_streams_a_cross_origin_api_call() {
         AppGateway {
             cors: false,
             isolation: true,
+            tokens: true,
         },
         true,
     )
@@ -807,11 +868,27 @@ async fn app_builder_streams_a_cross_origin_api_call() {
         AppGateway {
             cors: true,
             isolation: false,
+            tokens: true,
         },
         true,
     )
     .await;
     assert!(host_page_isolated(&browser, gateway).await.is_err());
+    // …and without the token check a caller with no token spends the key: the scenario fails.
+    let (app, _) = app_builder_stack(
+        AppGateway {
+            cors: true,
+            isolation: true,
+            tokens: false,
+        },
+        true,
+    )
+    .await;
+    let open = app_calls_api(&browser, app).await;
+    assert!(
+        matches!(&open, Err(e) if e.contains("were not refused")),
+        "{open:?}"
+    );
 
     browser.close().await.unwrap();
 }

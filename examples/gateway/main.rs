@@ -25,9 +25,6 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
-use http::{header, Method};
-use sandbox_gateway::cors::{AllowOrigin, CorsLayer};
-use sandbox_gateway::forward::{ApiForward, Secret, Upstream};
 use sandbox_gateway::host::HostAllowlistLayer;
 use sandbox_gateway::isolation::IsolationLayer;
 use sandbox_gateway::proxy::ReverseProxy;
@@ -198,37 +195,18 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let sandbox = format!("http://localhost:{port}").parse()?;
     let (ide_api, ide_pages) = ide::routes(ide::signer()?, sandbox, proxy.clone())?;
 
-    // `/api/proxy/demo-llm/…` → the embedded HTTPS, h2-only demo API; the key stays here.
+    // `/api/proxy/demo-llm/…` → the embedded HTTPS, h2-only demo API; the key stays here and is
+    // spent only for holders of a token from `POST /api/llm-token`.
     let llm = llm::start().await?;
-    let forward = ApiForward::builder()
-        .add_root_certificate(llm.cert.clone())
-        .upstream(
-            Upstream::new(
-                "demo-llm",
-                format!("https://localhost:{}/v1", llm.addr.port()),
-            )
-            .allow_methods([Method::POST])
-            .allow_paths(["/chat/completions"])
-            .inject_header(header::AUTHORIZATION, Secret::bearer(llm::DEMO_KEY)?)
-            // The demo API is on loopback, which the SSRF guard refuses unless told.
-            .allow_private(true),
-        )
-        .build()?;
-    let cors = CorsLayer::builder()
-        .allow_origin(AllowOrigin::list(args.allow_origins.iter().cloned()))
-        .allow_methods([Method::POST])
-        // The key is injected by the gateway: the app sends no Authorization of its own.
-        .allow_headers([header::CONTENT_TYPE])
-        .max_age(std::time::Duration::from_secs(600))
-        .build()?;
-    let api_proxy = ServiceBuilder::new().layer(cors).service(forward);
+    let (llm_token, api_proxy) = llm::api(&llm, &args.allow_origins)?;
 
     let index = index_page(port);
     let app = Router::new()
         .route("/", get(move || async move { Html(index) }))
         .route("/ide", get(|| async { Html(IDE_PAGE) }))
         .nest("/api", ide_api)
-        .nest_service("/api/proxy", api_proxy)
+        .merge(llm_token)
+        .merge(api_proxy)
         .merge(ide_pages)
         .fallback_service(previews)
         .layer(preview_by_host)
@@ -243,7 +221,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("  http://{gw}{path:<28} {what}");
     }
     println!(
-        "  curl -N -X POST http://{gw}/api/proxy/demo-llm/chat/completions -H 'content-type: application/json' -d '{{}}'\n  {:28} streamed tokens from the demo API (https://localhost:{}, h2 only), key injected here",
+        "  curl -N -X POST http://{gw}/api/proxy/demo-llm/chat/completions -H \"authorization: Bearer $(curl -s -X POST http://{gw}/api/llm-token)\" -H 'content-type: application/json' -d '{{}}'\n  {:28} streamed tokens from the demo API (https://localhost:{}, h2 only): a token from the host's route, the key injected here",
         "",
         llm.addr.port()
     );

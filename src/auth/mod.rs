@@ -88,5 +88,8 @@ pub use nonce::{MemoryNonceStore, NonceStore, NonceStoreError, RecordFuture};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::RedisNonceStore;
-pub use token::{Audience, Claims, IssueError, KeyError, TokenError, TokenSigner, MIN_KEY_LEN};
+pub use token::{
+    ApiClaims, Audience, Claims, IssueError, KeyError, TokenError, TokenSigner, MAX_API_UPSTREAMS,
+    MIN_KEY_LEN,
+};
 pub use tunnel::{ResponseFuture, TunnelAuth, TunnelAuthLayer};
