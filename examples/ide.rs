@@ -57,7 +57,7 @@ pub fn app(
     let links = hosts.clone();
     let issue = move |Path(id): Path<String>, parts: Parts| async move {
         // No other page may mint a link with the user's credentials: not another site, and not
-        // a sandbox's page either (`{id}.ide.localhost` is same-site with `localhost`).
+        // a sandbox's page either (`{id}.ide.example.com` is same-site with `app.example.com`).
         if !is_same_origin_request(&parts) {
             return Err((StatusCode::FORBIDDEN, "Cross-origin request refused."));
         }

@@ -40,8 +40,8 @@ pub struct IdeRoutes {
 ///
 /// The token route stands for the host's own authenticated API: a real host checks its session
 /// (or `Authorization: Bearer`) and that the user owns the sandbox before issuing a token. It
-/// answers same-origin requests only: a sandbox's page on `demo.ide.localhost` is same-site with
-/// `localhost` and must not mint links.
+/// answers same-origin requests only: a sandbox's page must not mint links, and on
+/// `{id}.ide.example.com` it would be same-site with `app.example.com`.
 pub fn routes(
     signer: TokenSigner,
     sandbox: Upstream,
