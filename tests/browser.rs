@@ -1235,3 +1235,124 @@ ws.onerror = () => finish('error');
         browser.close().await.unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The `gateway` example, run as its own process: its `/ide` page opens the IDE on
+// `demo.ide.localhost:{port}` by default, and on the shared origin under `/__ide/demo/`.
+
+mod gateway_example {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+
+    struct Running(Child);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// `target/debug/examples/gateway`, built by `cargo test` along with the tests (run alone,
+    /// build it first: `cargo build --all-features --example gateway`).
+    fn start_gateway() -> (Running, String) {
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+        let bin = dir
+            .join("examples")
+            .join(format!("gateway{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} not built", bin.display());
+        let mut child = Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0", "--demo-port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the gateway example");
+        let stdout = child.stdout.take().unwrap();
+        let running = Running(child);
+        // Keep reading its output to the end, so its later lines never meet a closed pipe.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(g) = line.strip_prefix("gateway on ") {
+                    let _ = tx.send(g.trim().to_owned());
+                }
+            }
+        });
+        let gateway = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the example names its address");
+        (running, gateway)
+    }
+
+    /// Clicks `button` on the example's `/ide` page; returns the new tab's URL once the demo
+    /// page there shows its WebSocket echo.
+    async fn open(browser: &Client, gateway: &str, button: &str) -> Result<String, String> {
+        browser
+            .goto(&format!("{gateway}/ide"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let home = browser.window().await.map_err(|e| e.to_string())?;
+        let before = browser.windows().await.map_err(|e| e.to_string())?;
+        browser
+            .find(Locator::Id(button))
+            .await
+            .map_err(|e| e.to_string())?
+            .click()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut tab = None;
+        for _ in 0..100 {
+            let windows = browser.windows().await.map_err(|e| e.to_string())?;
+            if let Some(w) = windows
+                .into_iter()
+                .find(|w| *w != home && !before.contains(w))
+            {
+                tab = Some(w);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        browser
+            .switch_to_window(tab.ok_or("no new tab opened")?)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut shown = String::new();
+        for _ in 0..200 {
+            if let Ok(el) = browser.find(Locator::Id("ws")).await {
+                shown = el.text().await.unwrap_or_default();
+                if shown.starts_with("echo:") {
+                    let url = browser.current_url().await.map_err(|e| e.to_string())?;
+                    return Ok(format!("{url} {shown}"));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!(
+            "the IDE page's WebSocket shows {shown:?}; page: {:?}",
+            page_text(browser).await
+        ))
+    }
+
+    #[tokio::test]
+    #[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+    async fn the_gateway_examples_ide_link_opens_the_sandboxs_own_origin() {
+        let _one = BROWSER_LOCK.lock().await;
+        let (_running, gateway) = start_gateway();
+        let port = gateway.rsplit(':').next().unwrap().to_owned();
+        let mut driver = Driver::start().await;
+        let browser = driver.browser().await;
+
+        let seen = open(&browser, &gateway, "open").await.unwrap();
+        assert_eq!(
+            seen,
+            format!("http://demo.ide.localhost:{port}/ echo: hello through the gateway")
+        );
+        let seen = open(&browser, &gateway, "open-shared").await.unwrap();
+        assert_eq!(
+            seen,
+            format!("{gateway}/__ide/demo/ echo: hello through the gateway")
+        );
+        browser.close().await.unwrap();
+    }
+}
