@@ -824,12 +824,10 @@ mod own_origins {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use axum::extract::Request;
     use axum::http::request::Parts;
     use sandbox_gateway::auth::{
         is_same_origin_request, SandboxHosts, TunnelAuthLayer, TunnelResolver,
     };
-    use tower::{service_fn, ServiceExt};
 
     /// The host's dashboard for sandbox ID: logs the user in (a `Path=/` session cookie) and
     /// opens the IDE in a new tab.
@@ -1027,14 +1025,7 @@ ws.onerror = () => finish('error');
         let sandbox_side = Router::new()
             .route_service("/api/dev/{id}/ide", bootstrap)
             .fallback_service(tunnel);
-        let app = Router::new().fallback_service(service_fn(move |req: Request| {
-            let side = if hosts.sandbox_id(&req).is_some() {
-                sandbox_side.clone()
-            } else {
-                host_side.clone()
-            };
-            async move { side.oneshot(req).await }
-        }));
+        let app = Router::new().fallback_service(hosts.split(sandbox_side, host_side));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         OwnOrigins {
             port,
