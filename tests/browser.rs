@@ -874,8 +874,8 @@ ws.onerror = () => finish('error');
   await attempt('mint_no_cors', async () => (await fetch(HOST_ORIGIN + '/api/dev/victim/ide-token', { method: 'POST', mode: 'no-cors', credentials: 'include' })).type);
   for (const c of [
     'planted=1; path=/; domain=localhost',
-    'planted=2; path=/; domain=ide.localhost',
-    'sgw_ide_victim=forged; path=/; domain=ide.localhost',
+    'planted=2; path=/; domain=' + PARENT,
+    'sgw_ide_victim=forged; path=/; domain=' + PARENT,
     'session=EVIL; path=/; domain=localhost',
     'own=x; path=/',
   ]) { document.cookie = c; }
@@ -912,17 +912,20 @@ ws.onerror = () => finish('error');
             .route(
                 "/attack",
                 get(|headers: axum::http::HeaderMap| async move {
-                    // The page's own origins, as the browser sees them.
+                    // The origins around the page, as the browser sees them: X is
+                    // `demo.{parent}:{port}`, V `victim.{parent}:{port}`.
                     let host = headers
                         .get(header::HOST)
                         .and_then(|h| h.to_str().ok())
                         .unwrap_or("");
-                    let port = host.rsplit(':').next().unwrap_or("");
+                    let (name, port) = host.rsplit_once(':').unwrap_or((host, ""));
+                    let parent = name.strip_prefix("demo.").unwrap_or(name);
                     Html(
                         X_ATTACK
+                            .replace("PARENT", &format!("{parent:?}"))
                             .replace(
                                 "V_ORIGIN",
-                                &format!("{:?}", format!("http://victim.ide.localhost:{port}")),
+                                &format!("{:?}", format!("http://victim.{parent}:{port}")),
                             )
                             .replace(
                                 "HOST_ORIGIN",
@@ -956,9 +959,19 @@ ws.onerror = () => finish('error');
     /// sandboxes' own hosts `{id}.ide.localhost:{port}`. `same_origin_only` is the token route's
     /// cross-origin refusal.
     async fn gateway(x: SocketAddr, v: SocketAddr, same_origin_only: bool) -> OwnOrigins {
+        gateway_on(x, v, same_origin_only, "ide.localhost").await
+    }
+
+    /// As [`gateway`], the sandboxes on `{id}.{parent}:{port}`.
+    async fn gateway_on(
+        x: SocketAddr,
+        v: SocketAddr,
+        same_origin_only: bool,
+        parent: &str,
+    ) -> OwnOrigins {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let hosts = SandboxHosts::new(&format!("{{id}}.ide.localhost:{port}")).unwrap();
+        let hosts = SandboxHosts::new(&format!("{{id}}.{parent}:{port}")).unwrap();
         let cookie = CookieConfig::builder()
             .sandbox_hosts(hosts.clone())
             .build()
@@ -1181,6 +1194,35 @@ ws.onerror = () => finish('error');
             "an unguarded token route served X's page"
         );
 
+        browser.close().await.unwrap();
+    }
+
+    /// With the sandboxes one label under `localhost` (`{id}.localhost`), Chromium knows no
+    /// common parent they may name in `Domain=`: siblings cannot set cookies for each other
+    /// either, as under a domain on the Public Suffix List.
+    #[tokio::test]
+    #[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+    async fn sandboxes_one_label_under_localhost_cannot_set_cookies_for_each_other() {
+        let _one = BROWSER_LOCK.lock().await;
+        let mut driver = Driver::start().await;
+        let browser = driver.browser().await;
+        let (x, v) = (sandbox_x().await, sandbox_v().await);
+        let gw = gateway_on(x, v, true, "localhost").await;
+        let p = gw.port;
+        let seen = open_from_dashboard(&browser, p, "demo").await.unwrap();
+        assert_eq!(seen["ws"], "echo:keystroke", "{seen}");
+        assert_eq!(seen["origin"], format!("http://demo.localhost:{p}"));
+        open_from_dashboard(&browser, p, "victim").await.unwrap();
+        let attack = page(&browser, &format!("http://demo.localhost:{p}/attack"))
+            .await
+            .unwrap();
+        assert_eq!(attack["read_v"], "error: TypeError", "{attack}");
+        assert_eq!(attack["cookie"], "own=x", "{attack}");
+        let seen = page(&browser, &format!("http://victim.localhost:{p}/"))
+            .await
+            .unwrap();
+        assert_eq!(seen["seen"], "", "{seen}");
+        assert_eq!(gw.issued.load(Ordering::SeqCst), 2);
         browser.close().await.unwrap();
     }
 
