@@ -16,6 +16,7 @@ use http::{header, Method};
 use sandbox_gateway::cors::{AllowOrigin, CorsLayer};
 use sandbox_gateway::forward::{ApiForward, Secret, Upstream};
 use sandbox_gateway::isolation::IsolationLayer;
+use sandbox_gateway::serve::Server;
 use tower::ServiceBuilder;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -131,6 +132,12 @@ async fn run() -> Result<(), Error> {
         ),
         None => println!("no API configured: set OPENAI_API_KEY or pass --api NAME=URL"),
     }
-    axum::serve(listener, app).await?;
+    // Header and idle timeouts, connection caps; Ctrl-C lets streams in flight finish.
+    Server::builder()
+        .build()?
+        .serve(listener, app, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }

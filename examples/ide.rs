@@ -9,7 +9,9 @@
 //!
 //! Run: `cargo run --example ide -- --sandbox demo=localhost:8081`, with e.g.
 //! `code-server --auth none --bind-addr localhost:8081` as the sandbox.
-//! Flags: `--listen ADDR` (127.0.0.1:8080), `--sandbox ID=HOST:PORT` (repeatable).
+//! Flags: `--listen ADDR` (127.0.0.1:8080), `--sandbox ID=HOST:PORT` (repeatable),
+//! `--tls-cert CERT.pem --tls-key KEY.pem` (serve HTTPS; code-server's webviews need a secure
+//! context off localhost). Served by `serve::Server`: timeouts, connection caps, graceful Ctrl-C.
 //! Environment: `IDE_HOST_SECRET` (the bearer the token route wants; default `dev-secret`),
 //! `GATEWAY_IDE_KEY` (≥ 32 bytes, shared by replicas; random when unset), `REDIS_URL`.
 
@@ -27,6 +29,7 @@ use sandbox_gateway::auth::{
 };
 use sandbox_gateway::proxy::ReverseProxy;
 use sandbox_gateway::route::{RouteError, RouteLayer, Upstream};
+use sandbox_gateway::serve::{Server, TlsConfig};
 use tower::ServiceBuilder;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -112,11 +115,14 @@ async fn nonce_store() -> Result<Arc<dyn NonceStore>, Error> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let (mut listen, mut sandboxes) = ("127.0.0.1:8080".to_owned(), HashMap::new());
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => listen = value,
+            "--tls-cert" => tls_cert = Some(value),
+            "--tls-key" => tls_key = Some(value),
             "--sandbox" => {
                 let (id, addr) = value
                     .split_once('=')
@@ -131,12 +137,26 @@ async fn main() -> Result<(), Error> {
     }
     let secret = std::env::var("IDE_HOST_SECRET").unwrap_or_else(|_| "dev-secret".to_owned());
     let app = app(signer()?, sandboxes, nonce_store().await?, secret.clone())?;
+    let mut server = Server::builder();
+    let scheme = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => {
+            server = server.tls(TlsConfig::from_pem_files(cert, key)?);
+            "https"
+        }
+        (None, None) => "http",
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     let addr = listener.local_addr()?;
-    println!("IDE gateway on http://{addr}; get a link with:");
+    println!("IDE gateway on {scheme}://{addr}; get a link with:");
     println!(
-        "  curl -X POST -H 'Authorization: Bearer {secret}' http://{addr}/api/dev/demo/ide-token"
+        "  curl -X POST -H 'Authorization: Bearer {secret}' {scheme}://{addr}/api/dev/demo/ide-token"
     );
-    axum::serve(listener, app).await?;
+    server
+        .build()?
+        .serve(listener, app, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }

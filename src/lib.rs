@@ -49,6 +49,7 @@
 //! | [`host`] | [`HostAllowlistLayer`](host::HostAllowlistLayer): the DNS-rebinding guard |
 //! | `forward` | `ApiForward`: named upstreams, injected `Secret`s, `SsrfGuard` on every connection |
 //! | `doctor` | `Probe`, `Report`: checks a live gateway (isolation, CORS, SSE, WebSocket, ALPN, Host, port) |
+//! | `serve` | `Server`: HTTP/1.1 + HTTP/2 (+ HTTPS) with header and idle timeouts, connection caps per client, graceful shutdown |
 //! | `auth` | `TokenSigner`, `Bootstrap`, `TunnelAuthLayer`, `NonceStore`: the IDE tunnel's token → cookie flow |
 //!
 //! # Example
@@ -79,6 +80,8 @@
 //! - `auth` (default): the `auth` module (HMAC-SHA256 tokens, cookies, nonce store).
 //! - `forward` (default): the `forward` module, the outbound API proxy for sandboxed apps with its
 //!   SSRF guard.
+//! - `serve` (default): the `serve` module, a server safe for the internet (hyper-util's, with
+//!   timeouts, caps and graceful shutdown; HTTPS from PEM files with `tls`).
 //! - `doctor`: the `doctor` module (implies `tls`): `Probe` checks a live deployment for the ways
 //!   browsers fail in front of a gateway.
 //! - `redis`: a Redis `NonceStore` (implies `auth`), so a token spent on one replica is
@@ -103,6 +106,9 @@ pub mod isolation;
 pub mod proxy;
 pub mod rewrite;
 pub mod route;
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub mod serve;
 pub mod sse;
 
 mod util;
