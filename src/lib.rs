@@ -7,7 +7,8 @@
 //! # A request's path through the crate
 //!
 //! ```text
-//! browser ─► your server (axum Router / hyper service)
+//! browser ─► serve::Server (timeouts, connection caps, HTTPS, graceful shutdown) ─► your
+//!            axum Router / tower service, each request carrying its rewrite::ClientAddr
 //!    │   wrapped by host::HostAllowlistLayer (unknown Host → 403, the DNS-rebinding guard)
 //!    │   and isolation::IsolationLayer (COOP same-origin + COEP credentialless on every answer)
 //!    │
@@ -59,18 +60,23 @@
 //! use sandbox_gateway::proxy::ReverseProxy;
 //! use sandbox_gateway::rewrite::RewriteLayer;
 //! use sandbox_gateway::route::{PathMount, RouteLayer};
+//! use sandbox_gateway::serve::Server;
 //! use tower::ServiceBuilder;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! // Redirects and cookies of the dev server come back under /proxy/{port}/; insert
-//! // `rewrite::ClientAddr` per connection to send X-Forwarded-For.
+//! // Redirects and cookies of the dev server come back under /proxy/{port}/; the server hands
+//! // each request its client's address (`rewrite::ClientAddr`) for X-Forwarded-For.
 //! let previews = ServiceBuilder::new()
 //!     .layer(RouteLayer::new(PathMount::strip("/proxy").allow_ports([5173, 3000])))
 //!     .layer(RewriteLayer::new())
 //!     .service(ReverseProxy::new());
 //! let app: Router = Router::new().route_service("/proxy/{*rest}", previews);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await?;
+//! // Header and idle timeouts, connection caps, graceful shutdown: see the `serve` module.
+//! Server::builder()
+//!     .build()?
+//!     .serve(listener, app, std::future::pending())
+//!     .await?;
 //! # Ok(()) }
 //! ```
 //!
