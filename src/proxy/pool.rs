@@ -10,6 +10,12 @@
 //!
 //! The exchange is driven from the request's own future: there is no task per request, only one per
 //! connection (hyper's connection driver) and the reaper.
+//!
+//! Sending again: a request that a reused connection gives back unsent (it was closed before the
+//! request went out) goes out on the next connection. One that was sent on a reused HTTP/1.1
+//! connection which then failed before any response byte — each HTTP/1.1 connection counts the bytes
+//! it reads — is sent once more on a new connection when it is idempotent and has no body; anything
+//! else is the caller's error to answer.
 
 use std::collections::HashMap;
 use std::pin::Pin;
