@@ -885,15 +885,19 @@ async fn the_gateway_example_over_https_is_cross_origin_isolated_and_speaks_h2()
         }
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut port = None;
+    let (mut port, mut demo) = (None, None);
     while port.is_none() && std::time::Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            if let Some(rest) = line.strip_prefix("demo sandbox (dev server) on http://[::1]:") {
+                demo = rest.split_whitespace().next().map(str::to_owned);
+            }
             port = line
                 .strip_prefix("gateway on https://127.0.0.1:")
                 .map(|p| p.trim().to_owned());
         }
     }
     let port = port.expect("the example names its https address");
+    let demo = demo.expect("the example names its demo port");
 
     let _one = BROWSER_LOCK.lock().await;
     let mut driver = Driver::start().await;
@@ -916,6 +920,39 @@ async fn the_gateway_example_over_https_is_cross_origin_isolated_and_speaks_h2()
     assert_eq!(
         seen,
         json!({ "isolated": true, "secure": true, "protocol": "https:", "alpn": "h2" })
+    );
+
+    // The demo sandbox's page through the gateway: its WebSocket (wss, over HTTP/1.1) echoes and
+    // its event stream arrives.
+    browser
+        .goto(&format!("https://localhost:{port}/proxy/{demo}/"))
+        .await
+        .unwrap();
+    let echoed = browser
+        .wait()
+        .at_most(STEP)
+        .every(Duration::from_millis(100))
+        .for_element(Locator::XPath(
+            "//span[@id='ws' and text()='echo: hello through the gateway']",
+        ))
+        .await;
+    assert!(
+        echoed.is_ok(),
+        "no wss echo: {:?}",
+        page_text(&browser).await
+    );
+    let streamed = browser
+        .wait()
+        .at_most(STEP)
+        .every(Duration::from_millis(100))
+        .for_element(Locator::XPath(
+            "//span[@id='sse' and contains(text(), 'events, last:')]",
+        ))
+        .await;
+    assert!(
+        streamed.is_ok(),
+        "no events: {:?}",
+        page_text(&browser).await
     );
     browser.close().await.unwrap();
 }

@@ -227,6 +227,33 @@ async fn a_client_over_its_connection_cap_is_refused_while_others_are_served() {
 }
 
 #[tokio::test]
+async fn at_the_total_cap_the_server_waits_before_accepting_more() {
+    let server = start(Server::builder().max_connections(2), app()).await;
+    let mut a = connect_from("127.0.0.1", server.addr).await;
+    let mut b = connect_from("127.0.0.2", server.addr).await;
+    assert_eq!(raw_get(&mut a, "/").await, "HTTP/1.1 200 OK ok");
+    assert_eq!(raw_get(&mut b, "/").await, "HTTP/1.1 200 OK ok");
+
+    // A third waits in the listen backlog: its request gets no answer while both are open…
+    let mut c = connect_from("127.0.0.3", server.addr).await;
+    c.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let waited = tokio::time::timeout(Duration::from_millis(500), c.read(&mut buf)).await;
+    assert!(waited.is_err(), "answered over the cap: {waited:?}");
+
+    // …and is served once one closes.
+    drop(a);
+    let n = within(5, c.read(&mut buf)).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+#[tokio::test]
 async fn idle_connections_are_closed_http1_and_http2() {
     let server = start(
         Server::builder()
