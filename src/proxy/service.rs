@@ -106,9 +106,16 @@ pub const DEFAULT_UPLOAD_GRACE: Duration = Duration::from_secs(10);
 /// let proxy = ReverseProxy::builder()
 ///     .upstream("http://localhost:5173".parse()?)
 ///     .build()?;
-/// let app: Router = Router::new().nest_service("/app", proxy);
+/// let app: Router = Router::new().nest_service("/app", proxy.clone());
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-/// axum::serve(listener, app).await?;
+/// // `serve::Server`: timeouts, connection caps, graceful shutdown that closes the tunnels.
+/// sandbox_gateway::serve::Server::builder()
+///     .on_drained(move || proxy.close_tunnels())
+///     .build()?
+///     .serve(listener, app, async {
+///         let _ = tokio::signal::ctrl_c().await;
+///     })
+///     .await?;
 /// # Ok(()) }
 /// ```
 pub struct ReverseProxy<R = LocalhostResolver> {
