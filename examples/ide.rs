@@ -28,6 +28,7 @@ use sandbox_gateway::auth::{
     bootstrap_url, Bootstrap, Claims, MemoryNonceStore, NonceStore, TokenSigner, TunnelAuthLayer,
 };
 use sandbox_gateway::proxy::ReverseProxy;
+use sandbox_gateway::rewrite::RewriteLayer;
 use sandbox_gateway::route::{RouteError, RouteLayer, Upstream};
 use sandbox_gateway::serve::{Server, TlsConfig};
 use tower::ServiceBuilder;
@@ -86,6 +87,10 @@ pub fn app(
     let tunnel = ServiceBuilder::new()
         .layer(TunnelAuthLayer::new(signer))
         .layer(route)
+        // The sandbox's cookies namespaced under its mount, the host's kept from it, its answers
+        // kept from changing anything outside it. No `Forwarded`: code-server compares its
+        // `host=` with the Origin quotes and all, and X-Forwarded-Host says the same.
+        .layer(RewriteLayer::new().forwarded(false))
         .service(ReverseProxy::new());
     Ok(Router::new()
         .route("/api/dev/{id}/ide-token", post(issue))

@@ -40,9 +40,9 @@
 //!
 //! | module | what it owns |
 //! |---|---|
-//! | [`proxy`] | [`ReverseProxy`](proxy::ReverseProxy): streaming, hop-by-hop, upgrades, errors as answers |
+//! | [`proxy`] | [`ReverseProxy`](proxy::ReverseProxy): streaming, hop-by-hop, upgrades (WebSocket only by default), errors as answers |
 //! | [`route`] | [`Target`](route::Target), [`Resolve`](route::Resolve), [`PathMount`](route::PathMount), [`HostRoute`](route::HostRoute) / [`HostPattern`](route::HostPattern), [`is_bad_port`](route::is_bad_port), path checks |
-//! | [`rewrite`] | [`RewriteLayer`](rewrite::RewriteLayer): Host / Origin policies, Forwarded + X-Forwarded-* with trusted peers, Location / Set-Cookie mapped back under a mount |
+//! | [`rewrite`] | [`RewriteLayer`](rewrite::RewriteLayer): Host / Origin policies, Forwarded + X-Forwarded-* with trusted peers, Location / Set-Cookie mapped back under a mount, the [`CookieFirewall`](rewrite::CookieFirewall) and the filter on sandbox answers |
 //! | [`connect`] | [`Connector`](connect::Connector), [`LocalhostResolver`](connect::LocalhostResolver): both loopbacks, TLS + ALPN |
 //! | [`sse`] | [`SseLayer`](sse::SseLayer): event streams unbuffered, uncompressed, kept alive |
 //! | [`cors`] | [`CorsLayer`](cors::CorsLayer): proxy-safe CORS, preflights, Private Network Access |

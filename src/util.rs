@@ -54,6 +54,34 @@ pub(crate) fn header_has_token(
     })
 }
 
+/// Whether `b` may appear in an HTTP token (RFC 9110 §5.6.2), the syntax of header field names,
+/// `Upgrade` protocols and cookie names (RFC 6265 §4.1.1).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether `s` is a non-empty HTTP token.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_tchar)
+}
+
+/// Splits one `Cookie` header value into its `name=value` pairs, as trimmed byte slices.
+pub(crate) fn cookie_pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b';')
+        .map(|p| p.trim_ascii())
+        .filter(|p| !p.is_empty())
+}
+
+/// A `Cookie` pair's name and value, trimmed; a pair without `=` has an empty name (RFC 6265bis
+/// §5.7, a "nameless" cookie).
+pub(crate) fn split_cookie_pair(pair: &[u8]) -> (&[u8], &[u8]) {
+    match pair.iter().position(|&b| b == b'=') {
+        Some(i) => (pair[..i].trim_ascii(), pair[i + 1..].trim_ascii()),
+        None => (&[], pair),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -956,3 +956,303 @@ async fn the_gateway_example_over_https_is_cross_origin_isolated_and_speaks_h2()
     );
     browser.close().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Scenario "walls": a sandbox on the gateway's own origin (`/proxy/{port}/`, `/__ide/{id}/`)
+// tries to read the host's session and to change browser state outside its mount.
+
+/// The sandbox's page: reports the cookies its server receives over HTTP and WebSocket, then sets
+/// cookies (one named like the gateway's tunnel cookie) and sends `Clear-Site-Data`, then tries to
+/// register a service worker for the whole origin.
+const SANDBOX_PAGE: &str = r#"<!doctype html><title>sandbox</title><body><h1>sandbox</h1>
+<script>
+(async () => {
+  const out = {};
+  const echo = async () => (await fetch('echo')).text();
+  try {
+    out.http_before = await echo();
+    out.ws = await new Promise((resolve) => {
+      const ws = new WebSocket(new URL('ws', location.href).href.replace(/^http/, 'ws'));
+      ws.onmessage = (e) => { resolve(e.data); ws.close(); };
+      ws.onerror = () => resolve('error');
+    });
+    await fetch('set');
+    out.http_after = await echo();
+    out.script_sees = document.cookie;
+    const sw = location.pathname + 'sw.js';
+    try {
+      await navigator.serviceWorker.register(sw, { scope: '/' });
+      out.sw_root = 'registered';
+    } catch (e) { out.sw_root = 'refused: ' + e.name; }
+    try {
+      const r = await navigator.serviceWorker.register(sw, { scope: location.pathname });
+      out.sw_mount = 'registered';
+      await r.unregister();
+    } catch (e) { out.sw_mount = 'refused: ' + e.name; }
+  } catch (e) { out.error = String(e); }
+  const p = document.createElement('pre'); p.id = 'done'; p.textContent = JSON.stringify(out);
+  document.body.append(p);
+})();
+</script>"#;
+
+fn cookie_text(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("?"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+async fn greedy_sandbox() -> SocketAddr {
+    async fn ws_cookies(up: WebSocketUpgrade, headers: axum::http::HeaderMap) -> Response {
+        let cookies = cookie_text(&headers);
+        up.on_upgrade(move |mut socket: WebSocket| async move {
+            let _ = socket.send(AxMessage::Text(cookies.into())).await;
+        })
+    }
+    let router = Router::new()
+        .route("/", get(|| async { Html(SANDBOX_PAGE) }))
+        .route(
+            "/echo",
+            get(|headers: axum::http::HeaderMap| async move { cookie_text(&headers) }),
+        )
+        .route("/ws", any(ws_cookies))
+        .route(
+            "/set",
+            get(|| async {
+                let mut res = "set".into_response();
+                let h = res.headers_mut();
+                for c in [
+                    "session=SANDBOX; Path=/",
+                    "sgw_ide_demo=forged; Path=/__ide/demo/",
+                    "own=mine; Path=/",
+                ] {
+                    h.append(header::SET_COOKIE, c.parse().unwrap());
+                }
+                h.insert("clear-site-data", "\"cookies\"".parse().unwrap());
+                res
+            }),
+        )
+        .route(
+            "/sw.js",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/javascript"),
+                        (
+                            header::HeaderName::from_static("service-worker-allowed"),
+                            "/",
+                        ),
+                    ],
+                    "self.addEventListener('fetch', () => {});",
+                )
+            }),
+        );
+    serve("127.0.0.1:0", router).await
+}
+
+/// The host: `/login` sets its HttpOnly session at `Path=/`; any other path outside the mount
+/// reports the cookies the browser sent it.
+async fn walls_gateway(sandbox: u16, walls: bool) -> SocketAddr {
+    let rewrite = if walls {
+        RewriteLayer::new()
+    } else {
+        RewriteLayer::new()
+            .cookie_firewall(sandbox_gateway::rewrite::CookieFirewall::off())
+            .sandbox_responses(false)
+    };
+    let previews = ServiceBuilder::new()
+        .layer(RouteLayer::new(
+            PathMount::strip("/proxy")
+                .allow_port(sandbox)
+                .upstream_host("127.0.0.1"),
+        ))
+        .layer(rewrite)
+        .service(ReverseProxy::new());
+    let router = Router::new()
+        .route(
+            "/login",
+            get(|| async {
+                (
+                    [(header::SET_COOKIE, "session=HOSTSECRET; Path=/; HttpOnly")],
+                    Html("<title>host</title>logged in"),
+                )
+            }),
+        )
+        .route_service("/proxy/{*rest}", previews)
+        .fallback(|headers: axum::http::HeaderMap| async move { cookie_text(&headers) });
+    serve("127.0.0.1:0", router).await
+}
+
+/// The IDE's tunnel to the same sandbox on the host's origin: bootstrap link → cookie →
+/// `/__ide/demo/…` (prefix stripped), guarded, then walled by the `RewriteLayer`.
+async fn walled_ide_gateway(sandbox: u16, walls: bool) -> SocketAddr {
+    let signer = TokenSigner::new(KEY).unwrap();
+    let bootstrap = Bootstrap::builder(signer.clone())
+        .cookie(CookieConfig::default())
+        .build::<Body>()
+        .unwrap();
+    let upstream: Upstream = format!("http://127.0.0.1:{sandbox}").parse().unwrap();
+    let route = RouteLayer::new(move |parts: &http::request::Parts| {
+        let rest = parts
+            .uri
+            .path_and_query()
+            .and_then(|pq| pq.as_str().strip_prefix("/__ide/demo"))
+            .map(str::to_owned);
+        let upstream = upstream.clone();
+        async move {
+            let rest = rest.ok_or(RouteError::NotFound)?;
+            let rest = rest
+                .parse()
+                .map_err(|_| RouteError::BadPath("invalid path"))?;
+            Ok(upstream.target(rest).with_mount("/__ide/demo"))
+        }
+    });
+    let rewrite = if walls {
+        RewriteLayer::new()
+    } else {
+        RewriteLayer::new()
+            .cookie_firewall(sandbox_gateway::rewrite::CookieFirewall::off())
+            .sandbox_responses(false)
+    };
+    let tunnel = ServiceBuilder::new()
+        .layer(TunnelAuthLayer::new(signer).cookie(CookieConfig::default()))
+        .layer(route)
+        .layer(rewrite)
+        .service(ReverseProxy::new());
+    let router = Router::new()
+        .route(
+            "/login",
+            get(|| async {
+                (
+                    [(header::SET_COOKIE, "session=HOSTSECRET; Path=/; HttpOnly")],
+                    Html("<title>host</title>logged in"),
+                )
+            }),
+        )
+        .route_service("/api/dev/{id}/ide", bootstrap)
+        .route_service("/__ide/{*rest}", tunnel)
+        .fallback(|headers: axum::http::HeaderMap| async move { cookie_text(&headers) });
+    serve("127.0.0.1:0", router).await
+}
+
+/// Logs in on the host, opens the sandbox's page at `start` (a path on the gateway), and checks
+/// the walls held: inside, and at each path of `outside`, outside the mount.
+async fn walls_scenario(
+    browser: &Client,
+    gateway: SocketAddr,
+    start: &str,
+    outside: &[&str],
+) -> Result<(), String> {
+    let origin = format!("http://127.0.0.1:{}", gateway.port());
+    browser
+        .goto(&format!("{origin}/login"))
+        .await
+        .map_err(|e| e.to_string())?;
+    browser
+        .goto(&format!("{origin}{start}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let seen = result(browser, STEP).await?;
+    let sorted = |v: &Value| {
+        let mut pairs: Vec<String> = v
+            .as_str()
+            .unwrap_or("?")
+            .split("; ")
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        pairs.sort();
+        pairs
+    };
+    let mut problems = Vec::new();
+    if seen["http_before"] != "" || seen["ws"] != "" {
+        problems.push("the sandbox received cookies it did not set (HTTP or WebSocket)");
+    }
+    if sorted(&seen["http_after"]) != ["own=mine", "session=SANDBOX"] {
+        problems.push("the sandbox's own cookies did not round-trip under their names");
+    }
+    if seen["script_sees"]
+        .as_str()
+        .unwrap_or("")
+        .contains("HOSTSECRET")
+    {
+        problems.push("the sandbox's script read the host session");
+    }
+    if !seen["sw_root"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("refused")
+    {
+        problems.push("a service worker claimed the whole origin");
+    }
+    if seen["sw_mount"] != "registered" {
+        problems.push("a service worker could not be registered for the mount itself");
+    }
+    // Outside the mount the browser's cookies are what the host set, nothing more or less.
+    for path in outside {
+        browser
+            .goto(&format!("{origin}{path}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if page_text(browser).await != "session=HOSTSECRET" {
+            problems.push("the cookies outside the mount changed");
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{problems:?}: {seen}"))
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+async fn a_sandbox_on_a_shared_origin_cannot_reach_the_hosts_cookies() {
+    let _one = BROWSER_LOCK.lock().await;
+    let mut driver = Driver::start().await;
+    let sandbox = greedy_sandbox().await.port();
+
+    let by_port = format!("/proxy/{sandbox}/");
+    let outside = ["/host-cookies", "/__ide/demo/x"];
+
+    let browser = driver.browser().await;
+    let gateway = walls_gateway(sandbox, true).await;
+    let held = walls_scenario(&browser, gateway, &by_port, &outside).await;
+    assert_eq!(held, Ok(()));
+    browser.close().await.unwrap();
+
+    // The same page through the IDE tunnel: its Set-Cookie named like the gateway's cookie does
+    // not replace the real one (its requests after it still pass the guard).
+    let link = || {
+        let token = TokenSigner::new(KEY)
+            .unwrap()
+            .issue("demo", Duration::from_secs(60))
+            .unwrap();
+        bootstrap_url("demo", &token)
+    };
+    let outside_ide = ["/host-cookies", "/proxy/1/x"];
+    let browser = driver.browser().await;
+    let gateway = walled_ide_gateway(sandbox, true).await;
+    let held = walls_scenario(&browser, gateway, &link(), &outside_ide).await;
+    assert_eq!(held, Ok(()));
+    browser.close().await.unwrap();
+    // Without the walls the tunnel guard alone lets the host's session in.
+    let browser = driver.browser().await;
+    let open = walled_ide_gateway(sandbox, false).await;
+    let broken = walls_scenario(&browser, open, &link(), &outside_ide).await;
+    let err = broken.expect_err("the tunnel without walls passed");
+    assert!(err.contains("did not set"), "{err}");
+    browser.close().await.unwrap();
+
+    // Without the firewall and the response filter, the same page gets through: the host's
+    // session reaches the sandbox, its worker claims `/`, its Clear-Site-Data logs the host out.
+    let browser = driver.browser().await;
+    let open = walls_gateway(sandbox, false).await;
+    let broken = walls_scenario(&browser, open, &by_port, &outside).await;
+    let err = broken.expect_err("the walls were off, yet the scenario passed");
+    assert!(err.contains("did not set"), "{err}");
+    assert!(err.contains("whole origin"), "{err}");
+    browser.close().await.unwrap();
+}

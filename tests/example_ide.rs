@@ -119,7 +119,12 @@ async fn ide_example_token_cookie_tunnel() {
     // HTTP through the tunnel: path kept, Host preserved, no Origin invented, no credentials.
     let get = |path: &str, cookie: &str, origin: Option<&str>| {
         let mut req = Request::get(format!("http://{gw}{path}"))
-            .header(header::COOKIE, format!("{cookie}; app=1"))
+            // The host's `session`, and the sandbox's own `app` as the browser stores it under
+            // the tunnel's namespace.
+            .header(
+                header::COOKIE,
+                format!("{cookie}; session=HOST; sgw.__ide.demo~app=1"),
+            )
             .header(header::AUTHORIZATION, format!("Bearer {SECRET}"));
         if let Some(o) = origin {
             req = req.header(header::ORIGIN, o);
@@ -138,7 +143,7 @@ async fn ide_example_token_cookie_tunnel() {
     assert_eq!(seen["headers"]["host"][0], gw.to_string());
     assert!(seen["headers"].get("origin").is_none(), "{seen}");
     assert!(seen["headers"].get("authorization").is_none(), "{seen}");
-    assert_eq!(seen["headers"]["cookie"][0], "app=1");
+    assert_eq!(seen["headers"]["cookie"], serde_json::json!(["app=1"]));
     let origin = format!("http://{gw}");
     let res = within(
         10,

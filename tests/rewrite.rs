@@ -389,9 +389,9 @@ async fn redirects_and_cookies_under_a_stripped_mount() {
     assert_eq!(
         header_list(&res, header::SET_COOKIE),
         [
-            format!("sid=1; Path={m}/; HttpOnly"),
-            format!("pref=2; Path={m}/app"),
-            format!("plain=3; Path={m}/"),
+            format!("sgw.proxy.{p}~sid=1; Path={m}/; HttpOnly"),
+            format!("sgw.proxy.{p}~pref=2; Path={m}/app"),
+            format!("sgw.proxy.{p}~plain=3; Path={m}/"),
         ]
     );
 
@@ -438,7 +438,11 @@ async fn redirects_and_cookies_under_a_stripped_mount() {
     );
     assert_eq!(
         header_list(&res, header::SET_COOKIE),
-        ["sid=1; Path=/; HttpOnly", "pref=2; Path=/app", "plain=3"]
+        [
+            format!("sgw.proxy.{p}~sid=1; Path=/; HttpOnly"),
+            format!("sgw.proxy.{p}~pref=2; Path=/app"),
+            format!("sgw.proxy.{p}~plain=3"),
+        ]
     );
 }
 
@@ -459,10 +463,10 @@ async fn redirects_and_cookies_under_a_kept_mount() {
     assert_eq!(
         header_list(&res, header::SET_COOKIE),
         [
-            format!("sid=1; Path={m}/; HttpOnly"),
-            format!("pref=2; Path={m}/app"),
+            format!("sgw.absproxy.{p}~sid=1; Path={m}/; HttpOnly"),
+            format!("sgw.absproxy.{p}~pref=2; Path={m}/app"),
             // The upstream saw `/absproxy/{p}/redirect`: its default path is the mount itself.
-            format!("plain=3; Path={m}"),
+            format!("sgw.absproxy.{p}~plain=3; Path={m}"),
         ]
     );
     let res = send(gw, &format!("{m}/under"), &[]).await;
@@ -602,4 +606,159 @@ async fn websockets_pass_and_spoofed_hosts_cannot_fool_the_origin_check() {
         format!("origin:http://localhost:{p}")
     );
     ws.close(None).await.unwrap();
+}
+
+/// A client that lists the gateway's own headers in `Connection` does not get them removed: the
+/// upstream still receives the values the gateway set, and none of the spoofed ones.
+#[tokio::test]
+async fn connection_cannot_remove_the_gateways_headers() {
+    let up = echo_upstream("127.0.0.1:0").await;
+    let p = up.port();
+    let mount = PathMount::strip("/proxy").allow_port(p);
+    let gw = gateway("127.0.0.1:0", stack(mount, RewriteLayer::new()), false).await;
+    let mut headers = vec![(
+        "connection",
+        "keep-alive, X-Forwarded-For, Forwarded, X-Forwarded-Host, X-Forwarded-Proto, \
+         X-Forwarded-Prefix",
+    )];
+    headers.extend_from_slice(SPOOFED);
+    let echo = echoed(gw, &format!("/proxy/{p}/x"), &headers).await;
+    assert_eq!(hdr(&echo, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(hdr(&echo, "x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(hdr(&echo, "x-forwarded-host"), Some(gw.to_string()));
+    assert_eq!(
+        hdr(&echo, "x-forwarded-prefix"),
+        Some(format!("/proxy/{p}"))
+    );
+    assert_eq!(
+        hdr(&echo, "forwarded"),
+        Some(format!("for=127.0.0.1;host=\"{gw}\";proto=http"))
+    );
+    assert_eq!(hdr(&echo, "connection"), None);
+}
+
+/// An upstream whose every answer tries to change browser state outside its mount, and that
+/// reports the cookies it received.
+async fn greedy_upstream() -> SocketAddr {
+    serve_fn(|req: Request<Incoming>| async move {
+        let cookies: Vec<String> = req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        let mut res = Response::new(full(cookies.join(" | ")));
+        let h = res.headers_mut();
+        for c in [
+            "session=SANDBOX; Path=/",
+            "sgw_ide_demo=forged; Path=/__ide/demo/",
+            "__Secure-sgw_ide_demo=forged; Secure; Path=/__ide/demo/",
+            "own=1; Domain=localhost",
+            "__Host-id=2; Secure; Path=/",
+            "=nameless",
+        ] {
+            h.append(header::SET_COOKIE, c.parse().unwrap());
+        }
+        h.insert(
+            "clear-site-data",
+            "\"cookies\", \"storage\"".parse().unwrap(),
+        );
+        h.insert("service-worker-allowed", "/".parse().unwrap());
+        res
+    })
+    .await
+}
+
+/// The cookie firewall and the response filter over real sockets, HTTP/1.1 and HTTP/2 (several
+/// `Cookie` fields), on a path mount and on a host route.
+#[tokio::test]
+async fn sandboxes_see_only_their_own_cookies_and_cannot_touch_the_browsers() {
+    let up = greedy_upstream().await;
+    let p = up.port();
+    let mount = PathMount::strip("/proxy").allow_port(p);
+    let gw = gateway("127.0.0.1:0", stack(mount, RewriteLayer::new()), false).await;
+    let ns = format!("sgw.proxy.{p}~");
+
+    let res = send(gw, &format!("/proxy/{p}/"), &[]).await;
+    assert_eq!(
+        header_list(&res, header::SET_COOKIE),
+        [
+            format!("{ns}session=SANDBOX; Path=/proxy/{p}/"),
+            format!("{ns}own=1; Path=/proxy/{p}/"),
+            format!("__Secure-{ns}__Host-id=2; Secure; Path=/proxy/{p}/"),
+        ]
+    );
+    assert!(res.headers().get("clear-site-data").is_none());
+    assert_eq!(
+        header_list(&res, "service-worker-allowed".parse().unwrap()),
+        [format!("/proxy/{p}/")]
+    );
+
+    // What the browser sends back: the host's session, the gateway's cookie, another sandbox's
+    // and this one's, split over two fields as HTTP/2 browsers do.
+    let h2 = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    for (name, http2) in [("HTTP/1.1", false), ("HTTP/2", true)] {
+        let req = Request::get(format!("http://{gw}/proxy/{p}/"))
+            .header(header::COOKIE, format!("session=HOST; {ns}session=SANDBOX"))
+            .header(
+                header::COOKIE,
+                format!("sgw_ide_demo=T; sgw.proxy.1~x=other; __Secure-{ns}__Host-id=2; {ns}__Host-id=forged"),
+            )
+            .body(empty())
+            .unwrap();
+        let res = if http2 {
+            within(10, h2.request(req)).await.unwrap()
+        } else {
+            within(10, client().request(req)).await.unwrap()
+        };
+        assert_eq!(
+            support::text(res).await,
+            "session=SANDBOX; __Host-id=2",
+            "{name}"
+        );
+    }
+
+    // The same through a WebSocket handshake (the upstream answers it 200, relayed as it is).
+    let req = Request::get(format!("http://{gw}/proxy/{p}/ws"))
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_VERSION, "13")
+        .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+        .header(header::COOKIE, format!("session=HOST; {ns}session=SANDBOX"))
+        .body(empty())
+        .unwrap();
+    let res = within(10, client().request(req)).await.unwrap();
+    assert_eq!(support::text(res).await, "session=SANDBOX");
+
+    // A host route is namespaced too: a parent-domain cookie of the host never arrives.
+    let route = HostRoute::ports("{port}.localhost".parse::<HostPattern>().unwrap(), "port")
+        .unwrap()
+        .allow_port(p);
+    let gw = gateway("127.0.0.1:0", stack(route, RewriteLayer::new()), false).await;
+    let host = format!("{p}.localhost:{}", gw.port());
+    let res = send(
+        gw,
+        "/",
+        &[
+            ("host", &host),
+            ("cookie", "session=HOST; sgw~session=SANDBOX"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        header_list(&res, header::SET_COOKIE),
+        [
+            "sgw~session=SANDBOX; Path=/",
+            "sgw~own=1",
+            "__Host-sgw~__Host-id=2; Secure; Path=/",
+        ]
+    );
+    assert!(res.headers().get("clear-site-data").is_none());
+    assert_eq!(
+        header_list(&res, "service-worker-allowed".parse().unwrap()),
+        ["/"]
+    );
+    assert_eq!(support::text(res).await, "session=SANDBOX");
 }

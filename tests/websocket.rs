@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use sandbox_gateway::proxy::{OriginCheck, ReverseProxy};
+use sandbox_gateway::proxy::{OriginCheck, ReverseProxy, UpgradeProtocols};
 use sandbox_gateway::route::{PathMount, RouteLayer};
 use support::{client, closed_port_addr, empty, full, serve, serve_fn, text, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -554,8 +554,8 @@ async fn upstream_dying_mid_tunnel_closes_the_client() {
     drained(&proxy).await;
 }
 
-/// Half-close crosses the tunnel both ways, for any upgrade protocol (the proxy never parses what
-/// follows the 101): the client shuts its write side, the upstream reads to the end and still
+/// Half-close crosses the tunnel both ways, for any allowed upgrade protocol (the proxy never
+/// parses what follows the 101): the client shuts its write side, the upstream reads to the end and still
 /// answers, then closes; the client reads the answer and the end.
 #[tokio::test]
 async fn half_close_propagates_both_ways() {
@@ -581,15 +581,31 @@ async fn half_close_propagates_both_ways() {
             .unwrap()
     })
     .await;
-    let proxy = ReverseProxy::new();
+    let head = |gw: SocketAddr| {
+        format!(
+            "GET /proxy/{}/count HTTP/1.1\r\nHost: {gw}\r\nConnection: upgrade\r\nUpgrade: x-count\r\n\r\n",
+            up.port()
+        )
+    };
+    // Not an allowed protocol: forwarded as a plain request, whose 101 answer is the upstream
+    // breaking HTTP, never a tunnel.
+    let gw = gateway(ReverseProxy::new(), [up.port()]).await;
+    let mut s = TcpStream::connect(gw).await.unwrap();
+    s.write_all(head(gw).as_bytes()).await.unwrap();
+    let answer = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"),
+        "{answer}"
+    );
+
+    let proxy = ReverseProxy::builder()
+        .upgrades(UpgradeProtocols::only(["x-count"]).unwrap())
+        .build()
+        .unwrap();
     let gw = gateway(proxy.clone(), [up.port()]).await;
 
     let mut s = TcpStream::connect(gw).await.unwrap();
-    let head = format!(
-        "GET /proxy/{}/count HTTP/1.1\r\nHost: {gw}\r\nConnection: upgrade\r\nUpgrade: x-count\r\n\r\n",
-        up.port()
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(head(gw).as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     within(10, async {
         let mut chunk = [0u8; 1024];
@@ -905,4 +921,115 @@ async fn no_fd_or_task_leak_over_1000_tunnels() {
         "tasks {tasks_before} → {tasks_after}"
     );
     assert_eq!(proxy.open_tunnels(), 0);
+}
+
+/// A raw HTTP/1.1 upstream that switches to whatever protocol it is offered — `101` naming the
+/// offered `Upgrade`, then echoes bytes — and answers a plain request `200 plain`. Records every
+/// request head it reads, lower-cased.
+async fn switching_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let head = read_until(&mut stream, b"\r\n\r\n")
+                    .await
+                    .to_ascii_lowercase();
+                seen.lock().unwrap().push(head.clone());
+                let offered = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("upgrade:"))
+                    .map(|v| v.trim().to_owned());
+                match offered {
+                    Some(p) => {
+                        let answer = format!(
+                            "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: {p}\r\n\r\n"
+                        );
+                        let _ = stream.write_all(answer.as_bytes()).await;
+                        let (mut r, mut w) = stream.split();
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                    }
+                    None => {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nplain")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// Reads from `stream` until `needle` has been seen (at most 64 KiB, 10 s); returns the text read.
+async fn read_until(stream: &mut TcpStream, needle: &[u8]) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    within(10, async {
+        while buf.len() < 65536 && !buf.windows(needle.len()).any(|w| w == needle) {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// `Upgrade: h2c` (or any protocol but WebSocket) never opens a tunnel: the request reaches the
+/// upstream as a plain one, without `Upgrade` or `HTTP2-Settings`, and its plain answer comes back.
+/// Allowing `h2c` on purpose opens the tunnel the same request would otherwise get.
+#[tokio::test]
+async fn only_allowed_upgrade_protocols_open_a_tunnel() {
+    let _g = shared().await;
+    let (up, heads) = switching_upstream().await;
+    let h2c_offer = |gw: SocketAddr| {
+        format!(
+            "GET /proxy/{}/ HTTP/1.1\r\nHost: {gw}\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+             Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+            up.port()
+        )
+    };
+
+    let proxy = ReverseProxy::new();
+    let gw = gateway(proxy.clone(), [up.port()]).await;
+    let mut client = TcpStream::connect(gw).await.unwrap();
+    client.write_all(h2c_offer(gw).as_bytes()).await.unwrap();
+    let answer = read_until(&mut client, b"plain").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nplain"), "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("upgrade"), "{answer}");
+    let head = heads.lock().unwrap().pop().unwrap();
+    assert!(!head.contains("upgrade"), "{head}");
+    assert!(!head.contains("http2-settings"), "{head}");
+    assert_eq!(proxy.open_tunnels(), 0);
+    // The connection still speaks HTTP/1.1: a second request on it is answered as one.
+    let again = format!("GET /proxy/{}/ HTTP/1.1\r\nHost: {gw}\r\n\r\n", up.port());
+    client.write_all(again.as_bytes()).await.unwrap();
+    let answer = read_until(&mut client, b"plain").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+
+    // With h2c allowed, the same bytes get a 101 and a tunnel.
+    let proxy = ReverseProxy::builder()
+        .upgrades(UpgradeProtocols::only(["websocket", "h2c"]).unwrap())
+        .build()
+        .unwrap();
+    let gw = gateway(proxy.clone(), [up.port()]).await;
+    let mut client = TcpStream::connect(gw).await.unwrap();
+    client.write_all(h2c_offer(gw).as_bytes()).await.unwrap();
+    let answer = read_until(&mut client, b"\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{answer}"
+    );
+    client.write_all(b"spliced").await.unwrap();
+    assert!(read_until(&mut client, b"spliced")
+        .await
+        .ends_with("spliced"));
+    let head = heads.lock().unwrap().pop().unwrap();
+    assert!(head.contains("upgrade: h2c"), "{head}");
 }

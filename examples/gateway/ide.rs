@@ -12,6 +12,7 @@ use sandbox_gateway::auth::{
     bootstrap_url, Bootstrap, Claims, CookieConfig, TokenSigner, TunnelAuthLayer,
 };
 use sandbox_gateway::proxy::ReverseProxy;
+use sandbox_gateway::rewrite::RewriteLayer;
 use sandbox_gateway::route::{RouteError, RouteLayer, Upstream};
 use tower::ServiceBuilder;
 
@@ -81,6 +82,10 @@ pub fn routes(
                 Ok(sandbox.target(rest).with_mount(mount))
             }
         }))
+        // The sandbox's cookies namespaced under its mount, the host's kept from it, its answers
+        // kept from changing anything outside it. No `Forwarded`: code-server compares its
+        // `host=` with the Origin quotes and all, and X-Forwarded-Host says the same.
+        .layer(RewriteLayer::new().forwarded(false))
         .service(proxy);
     let pages = Router::new()
         .route_service("/api/dev/{id}/ide", bootstrap)

@@ -6,6 +6,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::Scheme;
 use http::Request;
 
+use crate::util::{cookie_pairs as pairs, split_cookie_pair as split_pair};
+
 /// When the tunnel cookie gets the `Secure` attribute (and the `__Secure-` name prefix).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -306,21 +308,6 @@ fn forwarded_https(headers: &HeaderMap) -> bool {
             k.eq_ignore_ascii_case("proto") && v.eq_ignore_ascii_case("https")
         })
     })
-}
-
-/// Splits one `Cookie` header value into its `name=value` pairs, as trimmed byte slices.
-fn pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b';')
-        .map(|p| p.trim_ascii())
-        .filter(|p| !p.is_empty())
-}
-
-fn split_pair(pair: &[u8]) -> (&[u8], &[u8]) {
-    match pair.iter().position(|&b| b == b'=') {
-        Some(i) => (pair[..i].trim_ascii(), pair[i + 1..].trim_ascii()),
-        None => (&[], pair),
-    }
 }
 
 /// The values of every cookie named `name`, across all `Cookie` headers.

@@ -85,32 +85,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
         present & TE != 0 && crate::util::header_has_token(headers, header::TE, "trailers");
     // Names listed in Connection go first: `Connection: x-foo` removes `x-foo`.
     if present & CONNECTION != 0 {
-        if let Entry::Occupied(entry) = headers.entry(header::CONNECTION) {
-            let (_, values) = entry.remove_entry_mult();
-            let mut first = None;
-            let mut rest = Vec::new();
-            for value in values {
-                if first.is_none() {
-                    first = Some(value);
-                } else {
-                    rest.push(value);
-                }
-            }
-            for value in first.iter().chain(&rest) {
-                let Ok(s) = value.to_str() else { continue };
-                for token in s.split(',').map(str::trim) {
-                    // The fixed names go below, if they are there; a Connection token never
-                    // removes `Host`, an end-to-end header we rely on.
-                    let fixed = ["upgrade", "host"]
-                        .iter()
-                        .chain(&HOP_BY_HOP_NAMES)
-                        .any(|n| token.eq_ignore_ascii_case(n));
-                    if !fixed {
-                        headers.remove(token);
-                    }
-                }
-            }
-        }
+        remove_connection_listed(headers, false);
     }
     for (bit, name) in &FIXED {
         if present & bit != 0 {
@@ -121,6 +96,64 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     upgrade
+}
+
+/// Removes every header that `Connection` names, except the hop-by-hop names that have a rule of
+/// their own (`Upgrade`, `TE`, `Keep-Alive`, …) and `Host`, an end-to-end header we rely on.
+///
+/// With `keep` set, `Connection` itself stays, listing only those kept tokens (`keep-alive`,
+/// `upgrade`, `te`, `close`), so it no longer names anything a later layer adds: a layer that sets
+/// headers of its own (`Forwarded`, `X-Forwarded-*`) calls this first, so that a client cannot have
+/// them removed by listing them. Without `keep`, `Connection` is removed too.
+pub(crate) fn remove_connection_listed(headers: &mut HeaderMap, keep: bool) {
+    let Entry::Occupied(entry) = headers.entry(header::CONNECTION) else {
+        return;
+    };
+    // The values are moved out before any other header is removed; the usual single value
+    // without allocating.
+    let (mut first, mut rest) = (None, Vec::new());
+    for value in entry.remove_entry_mult().1 {
+        if first.is_none() {
+            first = Some(value);
+        } else {
+            rest.push(value);
+        }
+    }
+    let mut kept = String::new();
+    let mut dropped = false;
+    for value in first.iter().chain(&rest) {
+        let Ok(s) = value.to_str() else {
+            dropped = true;
+            continue;
+        };
+        for token in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let own_rule = ["upgrade", "host", "close"]
+                .iter()
+                .chain(&HOP_BY_HOP_NAMES)
+                .any(|n| token.eq_ignore_ascii_case(n));
+            if own_rule {
+                if keep {
+                    if !kept.is_empty() {
+                        kept.push_str(", ");
+                    }
+                    kept.push_str(token);
+                }
+            } else {
+                headers.remove(token);
+                dropped = true;
+            }
+        }
+    }
+    if !keep {
+        return;
+    }
+    if !dropped {
+        for v in first.into_iter().chain(rest) {
+            headers.append(header::CONNECTION, v);
+        }
+    } else if let (false, Ok(v)) = (kept.is_empty(), HeaderValue::from_str(&kept)) {
+        headers.insert(header::CONNECTION, v);
+    }
 }
 
 /// Joins several `Cookie` fields into one with `"; "` (RFC 9113 §8.2.3): HTTP/2 clients split
@@ -330,6 +363,35 @@ mod tests {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert_eq!(strip_hop_by_hop(&mut h).unwrap(), "websocket");
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn connection_listed_names_go_and_connection_keeps_its_own_tokens() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Forwarded-For, Upgrade"),
+            ("connection", "forwarded, TE"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+        ]);
+        remove_connection_listed(&mut h, true);
+        assert_eq!(h["connection"], "keep-alive, Upgrade, TE");
+        assert!(!h.contains_key("x-forwarded-for"));
+        assert!(!h.contains_key("forwarded"));
+        assert_eq!(h["upgrade"], "websocket");
+        // Headers added now are no longer named by Connection, so the proxy keeps them.
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        assert_eq!(strip_hop_by_hop(&mut h).unwrap(), "websocket");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["te"], "trailers");
+        // Only listed names: Connection is removed, untouched values are kept as they were.
+        let mut h = map(&[("connection", "x-a"), ("x-a", "1")]);
+        remove_connection_listed(&mut h, true);
+        assert!(h.is_empty());
+        let mut h = map(&[("connection", "Keep-Alive,close")]);
+        remove_connection_listed(&mut h, true);
+        assert_eq!(h["connection"], "Keep-Alive,close");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod origin;
 mod pool;
 mod service;
 mod tunnel;
+mod upgrade;
 
 pub use body::ProxyBody;
 pub use error::ProxyError;
@@ -24,6 +25,10 @@ pub use service::{
     DEFAULT_MIN_UPLOAD_RATE, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
     DEFAULT_TUNNEL_IDLE_TIMEOUT, DEFAULT_UPLOAD_GRACE,
 };
+pub use upgrade::{InvalidProtocol, UpgradeProtocols};
+
+// The rule the rewrite layer applies before it adds headers of its own.
+pub(crate) use headers::remove_connection_listed;
 
 // The pieces the API forwarder shares with the reverse proxy.
 #[cfg(feature = "forward")]

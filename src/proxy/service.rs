@@ -21,7 +21,7 @@ use super::body::{Meter, Progress, RequestBody};
 use super::headers::{check_request, is_upgrade_request, join_cookies, strip_hop_by_hop};
 use super::pool::Pool;
 use super::tunnel::{self, Over, Tunnels};
-use super::{OriginCheck, ProxyBody, ProxyError};
+use super::{OriginCheck, ProxyBody, ProxyError, UpgradeProtocols};
 use crate::connect::{
     BuildError, ConnStream, ConnectError, Connector, ConnectorBuilder, LocalhostResolver,
 };
@@ -64,8 +64,9 @@ pub const DEFAULT_UPLOAD_GRACE: Duration = Duration::from_secs(10);
 ///   `Host` (the `:authority` of an HTTP/2 browser request); an upstream that may speak HTTP/2
 ///   (`https`, prior knowledge) sees the target's authority, as `:authority` on h2 and `Host` on
 ///   HTTP/1.1, since an h2 request whose `Host` differs from its `:authority` is malformed.
-/// - Upgrades (WebSocket) go to the same target, over HTTP/1.1, with their `Sec-WebSocket-*`
-///   fields untouched; the upstream's `101` is relayed with its headers (subprotocol, extensions)
+/// - Upgrades go to the same target — WebSocket only, unless [`Builder::upgrades`] allows more
+///   (any other `Upgrade`, such as `h2c`, is dropped and the request forwarded as a plain one) —
+///   over HTTP/1.1, with their `Sec-WebSocket-*` fields untouched; the upstream's `101` is relayed with its headers (subprotocol, extensions)
 ///   and bytes are spliced both ways, never parsed, until both sides have closed: a half-close
 ///   (`FIN`) on one side is passed to the other. [`OriginCheck`] guards them (403 before any
 ///   upstream connection); any other answer to an upgrade is passed to the client as it is; an
@@ -150,6 +151,7 @@ struct Shared<R> {
     http2_prior_knowledge: bool,
     min_upload_rate: Option<u64>,
     upload_grace: Duration,
+    upgrades: UpgradeProtocols,
 }
 
 impl ReverseProxy {
@@ -211,6 +213,7 @@ pub struct Builder<R = LocalhostResolver> {
     max_tunnels_per_client: usize,
     min_upload_rate: Option<u64>,
     upload_grace: Duration,
+    upgrades: UpgradeProtocols,
 }
 
 impl<R> Builder<R> {
@@ -229,6 +232,7 @@ impl<R> Builder<R> {
             max_tunnels_per_client: DEFAULT_MAX_TUNNELS_PER_CLIENT,
             min_upload_rate: Some(DEFAULT_MIN_UPLOAD_RATE),
             upload_grace: DEFAULT_UPLOAD_GRACE,
+            upgrades: UpgradeProtocols::default(),
         }
     }
 
@@ -247,6 +251,7 @@ impl<R> Builder<R> {
             max_tunnels_per_client: self.max_tunnels_per_client,
             min_upload_rate: self.min_upload_rate,
             upload_grace: self.upload_grace,
+            upgrades: self.upgrades,
         }
     }
 
@@ -303,6 +308,13 @@ impl<R> Builder<R> {
     /// Which Origins may open upgrades (default [`OriginCheck::SameOrigin`]).
     pub fn websocket_origin(mut self, check: OriginCheck) -> Self {
         self.origin_check = check;
+        self
+    }
+
+    /// Which `Upgrade` protocols are tunnelled (default [`UpgradeProtocols::websocket`]); a request
+    /// offering any other is forwarded as a plain request without its `Upgrade` header.
+    pub fn upgrades(mut self, protocols: UpgradeProtocols) -> Self {
+        self.upgrades = protocols;
         self
     }
 
@@ -389,6 +401,7 @@ impl<R> Builder<R> {
                 http2_prior_knowledge: self.http2_prior_knowledge,
                 min_upload_rate: self.min_upload_rate,
                 upload_grace: self.upload_grace,
+                upgrades: self.upgrades,
             }),
         })
     }
@@ -480,7 +493,9 @@ where
         if let Err(e) = check_request(&parts) {
             return error_response(&e);
         }
-        let upgrade = is_upgrade_request(&parts);
+        // Only an allowed protocol opens a tunnel; any other `Upgrade` is dropped with the
+        // hop-by-hop headers and the request goes on as a plain one.
+        let upgrade = is_upgrade_request(&parts) && self.upgrades.allows(&parts.headers);
         let mut downstream_upgrade = None;
         let mut tunnel_slot = None;
         if upgrade {
@@ -616,6 +631,17 @@ where
             return Response::from_parts(parts, ProxyBody::empty());
         }
 
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            // A switch nobody asked for (RFC 9110 §15.2.2): relayed, it would leave the client's
+            // connection in an unknown protocol.
+            let e = ProxyError::Upstream {
+                upstream: upstream_name.to_owned(),
+                reason: "switched protocols without an allowed upgrade",
+                source: "101 Switching Protocols to a plain request".into(),
+            };
+            tracing::warn!(parent: &span, error = %e, "proxy error");
+            return error_response(&e);
+        }
         let (mut parts, body) = res.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.version = Version::default();

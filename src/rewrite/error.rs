@@ -21,6 +21,10 @@ pub enum RewriteError {
     /// A cookie `Path` or `Domain` setting holds characters a cookie attribute cannot carry.
     #[error("invalid cookie attribute value `{0}`")]
     InvalidCookieAttribute(String),
+    /// A cookie name given to [`CookieFirewall`](super::CookieFirewall) is not a token (RFC 6265
+    /// §4.1.1), or a shared name is one the gateway reserves.
+    #[error("invalid cookie name `{0}`")]
+    InvalidCookieName(String),
 }
 
 impl RewriteError {

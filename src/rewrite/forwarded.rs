@@ -317,7 +317,7 @@ impl fmt::Display for Node {
 /// Writes a `Forwarded` parameter value: a token as it is, anything else as a quoted-string
 /// (RFC 7239 §4, RFC 9110 §5.6.4).
 pub(crate) fn write_value(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
-    if !value.is_empty() && value.bytes().all(is_tchar) {
+    if crate::util::is_token(value) {
         return out.write_str(value);
     }
     out.write_char('"')?;
@@ -328,10 +328,6 @@ pub(crate) fn write_value(out: &mut impl fmt::Write, value: &str) -> fmt::Result
         out.write_char(c)?;
     }
     out.write_char('"')
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// How the client appears in `for=` and `X-Forwarded-For`.

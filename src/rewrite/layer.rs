@@ -14,8 +14,8 @@ use tower_service::Service;
 use super::forwarded::write_value;
 use super::response::ResponseRewrite;
 use super::{
-    ClientAddr, ClientIdentity, ClientTls, CookieDomain, CookiePath, HostPolicy, Node,
-    OriginPolicy, Trust,
+    ClientAddr, ClientIdentity, ClientTls, CookieDomain, CookieFirewall, CookiePath, HostPolicy,
+    Node, OriginPolicy, Trust,
 };
 use crate::route::Target;
 
@@ -36,7 +36,11 @@ static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pre
 /// - Host: [`HostPolicy::Preserve`]; Origin: [`OriginPolicy::PassThroughIfPresent`];
 /// - `Forwarded`, `X-Forwarded-For`, `-Proto`, `-Host` and (under a mount) `-Prefix` are set, no
 ///   peer trusted ([`Trust::None`]): whatever the client sent in them is dropped;
-/// - under a mount, responses are mapped back under it; cookie `Domain`s are dropped.
+/// - under a mount, responses are mapped back under it; cookie `Domain`s are dropped;
+/// - on routed requests, the [`CookieFirewall`] (the sandbox gets only its own cookies, namespaced
+///   per route) and [`sandbox_responses`](RewriteLayer::sandbox_responses) (no `Clear-Site-Data`,
+///   `Service-Worker-Allowed` kept within the mount); headers the client lists in `Connection` are
+///   dropped before any is added, so it cannot have the gateway's removed.
 ///
 /// ```
 /// use sandbox_gateway::proxy::ReverseProxy;
@@ -71,6 +75,8 @@ struct Config {
     responses: bool,
     cookie_path: CookiePath,
     cookie_domain: CookieDomain,
+    firewall: CookieFirewall,
+    sandbox_responses: bool,
 }
 
 impl Default for Config {
@@ -90,6 +96,8 @@ impl Default for Config {
             responses: true,
             cookie_path: CookiePath::default(),
             cookie_domain: CookieDomain::default(),
+            firewall: CookieFirewall::default(),
+            sandbox_responses: true,
         }
     }
 }
@@ -178,6 +186,21 @@ impl RewriteLayer {
     pub fn cookie_domain(self, domain: CookieDomain) -> Self {
         self.with(|c| c.cookie_domain = domain)
     }
+
+    /// Which cookies cross between the browser and the sandbox on routed requests (default
+    /// [`CookieFirewall::new`]: the sandbox's own cookies, namespaced per route, and nothing else).
+    pub fn cookie_firewall(self, firewall: CookieFirewall) -> Self {
+        self.with(|c| c.firewall = firewall)
+    }
+
+    /// Whether answers of routed requests are kept from changing browser state outside the
+    /// sandbox (default on): `Clear-Site-Data` removed, `Service-Worker-Allowed` mapped under the
+    /// mount (removed when it is not a plain path). `Set-Cookie` follows
+    /// [`cookie_firewall`](Self::cookie_firewall), [`cookie_path`](Self::cookie_path) and
+    /// [`cookie_domain`](Self::cookie_domain).
+    pub fn sandbox_responses(self, on: bool) -> Self {
+        self.with(|c| c.sandbox_responses = on)
+    }
 }
 
 impl<S> Layer<S> for RewriteLayer {
@@ -263,6 +286,9 @@ impl Config {
     fn rewrite_request<B>(&self, req: &mut Request<B>) -> Option<Box<ResponseRewrite>> {
         // Headers are taken out so the target can be read from the extensions while they change.
         let mut headers = std::mem::take(req.headers_mut());
+        // Headers a client names in `Connection` go now, before this layer adds its own: listing
+        // `X-Forwarded-For` or `Forwarded` there must not make the proxy remove the gateway's.
+        crate::proxy::remove_connection_listed(&mut headers, true);
         let target = req.extensions().get::<Target>();
         let browser_host: Option<HeaderValue> = headers.get(header::HOST).cloned().or_else(|| {
             req.uri()
@@ -272,10 +298,15 @@ impl Config {
         let peer = req.extensions().get::<ClientAddr>().map(|c| c.0);
         let https = self.assume_https || req.extensions().get::<ClientTls>().is_some();
         let mount = target.and_then(|t| t.mount()).filter(|m| !m.is_empty());
+        let namespace = target.and_then(|_| self.firewall.namespace(mount));
+        if target.is_some() {
+            self.firewall
+                .filter_request(&mut headers, namespace.as_ref());
+        }
 
         self.forwarded_headers(&mut headers, peer, https, browser_host.as_ref(), mount);
         let sent_host = self.host_and_origin(&mut headers, target);
-        let rewrite = self.response_rewrite(target, mount, browser_host, sent_host);
+        let rewrite = self.response_rewrite(target, mount, namespace, browser_host, sent_host);
         *req.headers_mut() = headers;
         rewrite
     }
@@ -283,15 +314,15 @@ impl Config {
     fn response_rewrite(
         &self,
         target: Option<&Target>,
-        mount: Option<&str>,
+        route_mount: Option<&str>,
+        namespace: Option<super::cookies::Namespace>,
         browser_host: Option<HeaderValue>,
         sent_host: Option<HeaderValue>,
     ) -> Option<Box<ResponseRewrite>> {
+        // Every routed answer is looked at: the firewall drops reserved cookie names even when
+        // nothing else changes.
         let target = target?;
-        let mount = mount.filter(|_| self.responses);
-        if mount.is_none() && self.cookie_domain.is_unchanged() {
-            return None;
-        }
+        let mount = route_mount.filter(|_| self.responses);
         let lower = |h: HeaderValue| h.to_str().ok().map(str::to_ascii_lowercase);
         Some(Box::new(ResponseRewrite {
             mount: mount.map(str::to_owned).unwrap_or_default(),
@@ -302,6 +333,11 @@ impl Config {
             upstream_path: target.path_and_query().path().to_owned(),
             cookie_path: self.cookie_path.clone(),
             cookie_domain: self.cookie_domain.clone(),
+            firewall: self.firewall.clone(),
+            namespace,
+            sanitize: self
+                .sandbox_responses
+                .then(|| route_mount.unwrap_or_default().to_owned()),
         }))
     }
 
@@ -563,7 +599,7 @@ mod tests {
         assert_eq!(seen["host"], "app.internal");
         assert_eq!(res.headers()["location"], "/m/next");
         let cookies: Vec<_> = res.headers().get_all("set-cookie").iter().collect();
-        assert_eq!(cookies, ["a=1; Path=/m/a", "b=2; Path=/m/"]);
+        assert_eq!(cookies, ["sgw.m~a=1; Path=/m/a", "sgw.m~b=2; Path=/m/"]);
     }
 
     #[tokio::test]
@@ -585,6 +621,77 @@ mod tests {
         .await;
         assert!(!seen.contains_key("x-forwarded-prefix"));
         assert_eq!(res.headers()["location"], "/login");
-        assert_eq!(res.headers()["set-cookie"], "a=1; Path=/");
+        assert_eq!(res.headers()["set-cookie"], "sgw~a=1; Path=/");
+    }
+
+    #[tokio::test]
+    async fn connection_cannot_name_the_gateways_headers() {
+        let mut req = Request::get("/m/a/b")
+            .header("host", "gw")
+            .header(
+                "connection",
+                "keep-alive, X-Forwarded-For, Forwarded, X-Forwarded-Host, X-Forwarded-Proto, \
+                 X-Forwarded-Prefix",
+            )
+            .header("x-forwarded-for", "6.6.6.6")
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(target(Some("/m")));
+        req.extensions_mut()
+            .insert(ClientAddr("10.1.2.3:5000".parse().unwrap()));
+        let (seen, _) = run(RewriteLayer::new(), req, &[], StatusCode::OK).await;
+        assert_eq!(seen["connection"], "keep-alive");
+        assert_eq!(seen["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(seen["x-forwarded-prefix"], "/m");
+        assert_eq!(seen["forwarded"], "for=10.1.2.3;host=gw;proto=http");
+    }
+
+    #[tokio::test]
+    async fn cookies_cross_only_within_the_route() {
+        let mut req = Request::get("/m/a/b")
+            .header("host", "gw")
+            .header("cookie", "session=HOST; sgw.m~session=own; sgw_ide_x=T")
+            .header("cookie", "sgw.other~a=1")
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(target(Some("/m")));
+        let (seen, res) = run(
+            RewriteLayer::new(),
+            req,
+            &[
+                ("set-cookie", "sgw_ide_x=forged; Path=/"),
+                ("clear-site-data", "\"cookies\""),
+                ("service-worker-allowed", "/"),
+            ],
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(seen["cookie"], "session=own");
+        assert!(!res.headers().contains_key("set-cookie"));
+        assert!(!res.headers().contains_key("clear-site-data"));
+        assert_eq!(res.headers()["service-worker-allowed"], "/m/");
+
+        // Everything off: the headers pass as they came.
+        let mut req = Request::get("/m/a/b")
+            .header("cookie", "session=HOST")
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(target(Some("/m")));
+        let layer = RewriteLayer::new()
+            .cookie_firewall(CookieFirewall::off())
+            .sandbox_responses(false);
+        let (seen, res) = run(
+            layer,
+            req,
+            &[
+                ("clear-site-data", "\"cookies\""),
+                ("service-worker-allowed", "/"),
+            ],
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(seen["cookie"], "session=HOST");
+        assert_eq!(res.headers()["clear-site-data"], "\"cookies\"");
+        assert_eq!(res.headers()["service-worker-allowed"], "/");
     }
 }

@@ -7,7 +7,12 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::StatusCode;
 
+use super::cookies::{CookieFirewall, Namespace};
 use super::RewriteError;
+
+static SERVICE_WORKER_ALLOWED: header::HeaderName =
+    header::HeaderName::from_static("service-worker-allowed");
+static CLEAR_SITE_DATA: header::HeaderName = header::HeaderName::from_static("clear-site-data");
 
 /// What happens to the `Path` of cookies the upstream sets (like http-proxy's
 /// `cookiePathRewrite`).
@@ -144,10 +149,6 @@ impl CookieDomain {
             }
         }
     }
-
-    pub(crate) fn is_unchanged(&self) -> bool {
-        self.0 == DomainMode::Unchanged
-    }
 }
 
 fn valid_attribute(s: &str) -> bool {
@@ -170,11 +171,40 @@ pub(crate) struct ResponseRewrite {
     pub(crate) upstream_path: String,
     pub(crate) cookie_path: CookiePath,
     pub(crate) cookie_domain: CookieDomain,
+    /// Which cookie names pass, and the route's namespace (`None`: names unchanged).
+    pub(crate) firewall: CookieFirewall,
+    pub(crate) namespace: Option<Namespace>,
+    /// The route's mount (empty for a host route) when responses are sanitised: no
+    /// `Clear-Site-Data`, `Service-Worker-Allowed` kept within the mount.
+    pub(crate) sanitize: Option<String>,
 }
 
 impl ResponseRewrite {
     /// Rewrites the headers of a response, in place.
     pub(crate) fn apply(&self, status: StatusCode, headers: &mut HeaderMap) {
+        if let Some(mount) = &self.sanitize {
+            // Its `cookies` directive wipes cookies of the whole registrable domain, the host's
+            // session included; storage and cache of the whole origin on a shared one.
+            headers.remove(&CLEAR_SITE_DATA);
+            if !mount.is_empty() {
+                if let header::Entry::Occupied(mut e) = headers.entry(&SERVICE_WORKER_ALLOWED) {
+                    let capped = e
+                        .get()
+                        .to_str()
+                        .ok()
+                        .and_then(|v| service_worker_scope(mount, v))
+                        .and_then(|v| HeaderValue::from_str(&v).ok());
+                    match capped {
+                        Some(v) if e.iter().count() == 1 => {
+                            e.insert(v);
+                        }
+                        _ => {
+                            e.remove();
+                        }
+                    }
+                }
+            }
+        }
         if !self.mount.is_empty() {
             if status.is_redirection() || status == StatusCode::CREATED {
                 self.rewrite_one(headers, header::LOCATION, |s| self.map_url(s));
@@ -207,12 +237,16 @@ impl ResponseRewrite {
         let values: Vec<HeaderValue> = headers
             .get_all(header::SET_COOKIE)
             .iter()
-            .map(|v| {
-                v.to_str()
-                    .ok()
-                    .and_then(|s| self.map_cookie(s))
-                    .and_then(|s| HeaderValue::from_str(&s).ok())
-                    .unwrap_or_else(|| v.clone())
+            .filter_map(|v| {
+                // A cookie whose name cannot be read cannot be judged: it goes.
+                let s = v.to_str().ok()?;
+                let named = self.firewall.outbound(s, self.namespace.as_ref())?;
+                let s = named.as_deref().unwrap_or(s);
+                match self.map_cookie(s) {
+                    Some(mapped) => HeaderValue::from_str(&mapped).ok(),
+                    None if named.is_some() => HeaderValue::from_str(s).ok(),
+                    None => Some(v.clone()),
+                }
             })
             .collect();
         headers.remove(header::SET_COOKIE);
@@ -408,6 +442,30 @@ impl ResponseRewrite {
     }
 }
 
+/// The `Service-Worker-Allowed` value a sandbox under `mount` may send: its root-relative path
+/// mapped under the mount (`/` → `/proxy/5173/`), so no worker it registers controls pages outside
+/// it; `None` (the header goes) for any other form — a relative or absolute URL, dot segments,
+/// encoded dots, backslashes — whose resolution the gateway would have to second-guess.
+fn service_worker_scope(mount: &str, value: &str) -> Option<String> {
+    let v = value.trim();
+    let plain = v.starts_with('/')
+        && !v.starts_with("//")
+        && !v.contains(['\\', '?', '#'])
+        && !v.to_ascii_lowercase().contains("%2e")
+        && v.split('/').all(|seg| seg != "." && seg != "..");
+    if !plain {
+        return None;
+    }
+    let under = v
+        .strip_prefix(mount)
+        .is_some_and(|rest| rest.starts_with('/'));
+    Some(if under {
+        v.to_owned()
+    } else {
+        format!("{mount}{v}")
+    })
+}
+
 /// The default cookie path of a request path (RFC 6265 §5.1.4).
 fn default_path(path: &str) -> &str {
     if !path.starts_with('/') {
@@ -433,6 +491,9 @@ mod tests {
             upstream_path: upstream_path.to_owned(),
             cookie_path: CookiePath::default(),
             cookie_domain: CookieDomain::default(),
+            firewall: CookieFirewall::off(),
+            namespace: None,
+            sanitize: None,
         }
     }
 
@@ -592,6 +653,75 @@ mod tests {
             c.apply(s, &mut r);
             assert_eq!(r[header::LOCATION], "/p/a", "{s}");
         }
+    }
+
+    #[test]
+    fn sandbox_answers_are_sanitised() {
+        let mut c = ctx("/proxy/5173", "/sw.js");
+        c.firewall = CookieFirewall::new();
+        c.namespace = c.firewall.namespace(Some("/proxy/5173"));
+        c.sanitize = Some("/proxy/5173".to_owned());
+        let mut h = HeaderMap::new();
+        h.insert(
+            "clear-site-data",
+            HeaderValue::from_static("\"cookies\", \"storage\""),
+        );
+        h.insert("service-worker-allowed", HeaderValue::from_static("/"));
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("session=1; Path=/; Domain=gw"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("sgw_ide_v=forged; Path=/__ide/v/"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("=nameless; Path=/"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("__Host-id=2; Secure; Path=/"),
+        );
+        c.apply(StatusCode::OK, &mut h);
+        assert!(!h.contains_key("clear-site-data"));
+        assert_eq!(h["service-worker-allowed"], "/proxy/5173/");
+        let cookies: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(
+            cookies,
+            [
+                "sgw.proxy.5173~session=1; Path=/proxy/5173/",
+                "__Secure-sgw.proxy.5173~__Host-id=2; Secure; Path=/proxy/5173/"
+            ]
+        );
+        for (from, to) in [
+            ("/", Some("/proxy/5173/")),
+            ("/app/", Some("/proxy/5173/app/")),
+            ("/proxy/5173/x/", Some("/proxy/5173/x/")),
+            ("/proxy/51734/", Some("/proxy/5173/proxy/51734/")),
+            ("/proxy/5173/../../", None),
+            ("/proxy/5173/%2E%2E/", None),
+            ("/a\\..\\", None),
+            ("../../", None),
+            ("//evil.example/", None),
+            ("https://gw/", None),
+            ("/a?x", None),
+        ] {
+            assert_eq!(
+                service_worker_scope("/proxy/5173", from).as_deref(),
+                to,
+                "{from}"
+            );
+        }
+        // On a route of its own origin the scope is the sandbox's business; Clear-Site-Data is
+        // not (its `cookies` reach the whole registrable domain).
+        c.sanitize = Some(String::new());
+        let mut h = HeaderMap::new();
+        h.insert("clear-site-data", HeaderValue::from_static("\"*\""));
+        h.insert("service-worker-allowed", HeaderValue::from_static("/"));
+        c.apply(StatusCode::OK, &mut h);
+        assert!(!h.contains_key("clear-site-data"));
+        assert_eq!(h["service-worker-allowed"], "/");
     }
 
     #[test]
