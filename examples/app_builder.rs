@@ -28,6 +28,7 @@ use sandbox_gateway::auth::TokenSigner;
 use sandbox_gateway::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 use sandbox_gateway::forward::{ApiForward, Callers, Quota, Secret, Upstream};
 use sandbox_gateway::isolation::IsolationLayer;
+use sandbox_gateway::serve::Server;
 use tower::ServiceBuilder;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -200,6 +201,12 @@ async fn run() -> Result<(), Error> {
         ),
         None => println!("no API configured: set OPENAI_API_KEY or pass --api NAME=URL"),
     }
-    axum::serve(listener, app).await?;
+    // Header and idle timeouts, connection caps; Ctrl-C lets streams in flight finish.
+    Server::builder()
+        .build()?
+        .serve(listener, app, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }

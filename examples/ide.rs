@@ -17,6 +17,8 @@
 //! Flags: `--listen ADDR` (127.0.0.1:8080), `--sandbox ID=HOST:PORT` (repeatable),
 //! `--ide-host PATTERN` (the sandboxes' own hosts; default `{id}.ide.localhost:{listen port}`,
 //! in production e.g. `{id}.ide.example-sandbox.net`, served over HTTPS).
+//! `--tls-cert CERT.pem --tls-key KEY.pem` (serve HTTPS; code-server's webviews need a secure
+//! context off localhost). Served by `serve::Server`: timeouts, connection caps, graceful Ctrl-C.
 //! Environment: `IDE_HOST_SECRET` (the bearer the token route wants; default `dev-secret`),
 //! `GATEWAY_IDE_KEY` (≥ 32 bytes, shared by replicas; random when unset), `REDIS_URL`.
 
@@ -36,6 +38,7 @@ use sandbox_gateway::auth::{
 use sandbox_gateway::proxy::ReverseProxy;
 use sandbox_gateway::rewrite::RewriteLayer;
 use sandbox_gateway::route::{RouteError, RouteLayer, Upstream};
+use sandbox_gateway::serve::{Server, TlsConfig};
 use tower::ServiceBuilder;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -140,12 +143,15 @@ async fn nonce_store() -> Result<Arc<dyn NonceStore>, Error> {
 async fn main() -> Result<(), Error> {
     let (mut listen, mut sandboxes) = ("127.0.0.1:8080".to_owned(), HashMap::new());
     let mut ide_host = None;
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => listen = value,
             "--ide-host" => ide_host = Some(value),
+            "--tls-cert" => tls_cert = Some(value),
+            "--tls-key" => tls_key = Some(value),
             "--sandbox" => {
                 let (id, addr) = value
                     .split_once('=')
@@ -159,6 +165,15 @@ async fn main() -> Result<(), Error> {
         sandboxes.insert("demo".to_owned(), "http://localhost:8081".parse()?);
     }
     let secret = std::env::var("IDE_HOST_SECRET").unwrap_or_else(|_| "dev-secret".to_owned());
+    let mut server = Server::builder();
+    let scheme = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => {
+            server = server.tls(TlsConfig::from_pem_files(cert, key)?);
+            "https"
+        }
+        (None, None) => "http",
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     let addr = listener.local_addr()?;
     let ide_host = ide_host.unwrap_or_else(|| format!("{{id}}.ide.localhost:{}", addr.port()));
@@ -171,15 +186,20 @@ async fn main() -> Result<(), Error> {
         hosts.clone(),
     )?;
     println!(
-        "IDE gateway on http://{addr}; each sandbox also on its own host {}",
+        "IDE gateway on {scheme}://{addr}; each sandbox also on its own host {}",
         hosts.pattern()
     );
     println!(
         "get a link (JSON: `url` on the sandbox's host, `shared_origin_url` under /__ide/) with:"
     );
     println!(
-        "  curl -X POST -H 'Authorization: Bearer {secret}' http://{addr}/api/dev/demo/ide-token"
+        "  curl -X POST -H 'Authorization: Bearer {secret}' {scheme}://{addr}/api/dev/demo/ide-token"
     );
-    axum::serve(listener, app).await?;
+    server
+        .build()?
+        .serve(listener, app, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }

@@ -31,6 +31,16 @@ where
     res
 }
 
+/// What counts as one client when connections or tunnels are capped per client: an IPv4 address
+/// (IPv4-mapped IPv6 included), or an IPv6 /64, the smallest network a host is usually given.
+pub(crate) fn client_network(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+    }
+}
+
 /// Whether a comma-separated header (such as `Connection`) lists `token`, case-insensitively.
 pub(crate) fn header_has_token(
     headers: &http::HeaderMap,

@@ -107,6 +107,11 @@ impl Driver {
 
     /// A fresh browser: its own profile, so its own cookie jar.
     async fn browser(&mut self) -> Client {
+        self.browser_with(&[]).await
+    }
+
+    /// A fresh browser started with `extra` command-line switches too.
+    async fn browser_with(&mut self, extra: &[&str]) -> Client {
         let profile = TempDir::new("profile");
         let mut args = vec![
             "--headless=new".to_owned(),
@@ -131,6 +136,7 @@ impl Driver {
             "--metrics-recording-only".to_owned(),
             format!("--user-data-dir={}", profile.path.display()),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         if std::env::var_os("BROWSER_LOG").is_some() {
             args.push("--enable-logging=stderr".to_owned());
         }
@@ -890,6 +896,141 @@ async fn app_builder_streams_a_cross_origin_api_call() {
         "{open:?}"
     );
 
+    browser.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `gateway` example served over HTTPS with a test certificate.
+
+/// The `gateway` example's binary, built by `cargo test` along with the tests.
+#[cfg(all(feature = "forward", feature = "tls", feature = "serve"))]
+fn gateway_example() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join("examples")
+        .join(format!("gateway{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Kills the example when the test ends, however it ends.
+#[cfg(all(feature = "forward", feature = "tls", feature = "serve"))]
+struct Running(Child);
+
+#[cfg(all(feature = "forward", feature = "tls", feature = "serve"))]
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[cfg(all(feature = "forward", feature = "tls", feature = "serve"))]
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+async fn the_gateway_example_over_https_is_cross_origin_isolated_and_speaks_h2() {
+    use std::io::{BufRead, BufReader};
+
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = TempDir::new("tls");
+    let (cert, key) = (dir.path.join("cert.pem"), dir.path.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+
+    let bin = gateway_example();
+    assert!(bin.exists(), "{} not built", bin.display());
+    let mut child = Command::new(&bin)
+        .args(["--listen", "127.0.0.1:0", "--demo-port", "0"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the gateway example");
+    let stdout = child.stdout.take().unwrap();
+    let _running = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(200)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (mut port, mut demo) = (None, None);
+    while port.is_none() && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            if let Some(rest) = line.strip_prefix("demo sandbox (dev server) on http://[::1]:") {
+                demo = rest.split_whitespace().next().map(str::to_owned);
+            }
+            port = line
+                .strip_prefix("gateway on https://127.0.0.1:")
+                .map(|p| p.trim().to_owned());
+        }
+    }
+    let port = port.expect("the example names its https address");
+    let demo = demo.expect("the example names its demo port");
+
+    let _one = BROWSER_LOCK.lock().await;
+    let mut driver = Driver::start().await;
+    // The test certificate is self-signed: Chromium is told to accept it; the page is still an
+    // https origin, hence a secure context.
+    let browser = driver.browser_with(&["--ignore-certificate-errors"]).await;
+    browser
+        .goto(&format!("https://localhost:{port}/"))
+        .await
+        .expect("the page loads over https");
+    let seen = browser
+        .execute(
+            "return { isolated: self.crossOriginIsolated, secure: self.isSecureContext, \
+             protocol: location.protocol, \
+             alpn: performance.getEntriesByType('navigation')[0].nextHopProtocol };",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        json!({ "isolated": true, "secure": true, "protocol": "https:", "alpn": "h2" })
+    );
+
+    // The demo sandbox's page through the gateway: its WebSocket (wss, over HTTP/1.1) echoes and
+    // its event stream arrives.
+    browser
+        .goto(&format!("https://localhost:{port}/proxy/{demo}/"))
+        .await
+        .unwrap();
+    let echoed = browser
+        .wait()
+        .at_most(STEP)
+        .every(Duration::from_millis(100))
+        .for_element(Locator::XPath(
+            "//span[@id='ws' and text()='echo: hello through the gateway']",
+        ))
+        .await;
+    assert!(
+        echoed.is_ok(),
+        "no wss echo: {:?}",
+        page_text(&browser).await
+    );
+    let streamed = browser
+        .wait()
+        .at_most(STEP)
+        .every(Duration::from_millis(100))
+        .for_element(Locator::XPath(
+            "//span[@id='sse' and contains(text(), 'events, last:')]",
+        ))
+        .await;
+    assert!(
+        streamed.is_ok(),
+        "no events: {:?}",
+        page_text(&browser).await
+    );
     browser.close().await.unwrap();
 }
 

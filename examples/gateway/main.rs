@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example gateway -- [--listen ADDR] [--demo-port P] [--allow-port Q]...
+//!     [--tls-cert CERT.pem --tls-key KEY.pem]
 //! ```
 //!
 //! Starts a demo dev server bound to `[::1]:P` only (as Vite binds `localhost` on modern Node) and
@@ -12,6 +13,11 @@
 //! `*.localhost` to loopback). Both paths rewrite what the sandbox and the browser see: Forwarded and
 //! X-Forwarded-* headers, and redirects and cookies mapped back under `/proxy/{port}/`. The runtime
 //! honours `TOKIO_WORKER_THREADS`.
+//!
+//! The gateway is served by `sandbox_gateway::serve::Server`: HTTP/1.1 and HTTP/2, header-read and
+//! idle timeouts, connection caps per client, and on Ctrl-C a graceful shutdown that lets requests
+//! finish and then closes the WebSocket tunnels. With `--tls-cert` and `--tls-key` (PEM) it serves
+//! HTTPS, `h2` and `http/1.1` by ALPN.
 
 mod demo;
 mod ide;
@@ -20,7 +26,7 @@ mod llm;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
@@ -29,8 +35,9 @@ use sandbox_gateway::auth::SandboxHosts;
 use sandbox_gateway::host::HostAllowlistLayer;
 use sandbox_gateway::isolation::IsolationLayer;
 use sandbox_gateway::proxy::ReverseProxy;
-use sandbox_gateway::rewrite::{ClientAddr, RewriteLayer};
+use sandbox_gateway::rewrite::RewriteLayer;
 use sandbox_gateway::route::{check_public_port, HostPattern, HostRoute, PathMount, RouteLayer};
+use sandbox_gateway::serve::{Server, TlsConfig};
 use sandbox_gateway::sse::SseLayer;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -40,10 +47,12 @@ struct Args {
     allow_ports: Vec<u16>,
     allow_origins: Vec<String>,
     allow_hosts: Vec<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
 }
 
 const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-port Q]... \
-[--allow-origin ORIGIN]... [--allow-host NAME]...
+[--allow-origin ORIGIN]... [--allow-host NAME]... [--tls-cert CERT.pem --tls-key KEY.pem]
 
   --listen ADDR          where the gateway listens (default 127.0.0.1:8080)
   --demo-port P          the demo sandbox's port on [::1] (default 5173)
@@ -52,7 +61,9 @@ const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-por
                          https://*.webcontainer-api.io allowed (repeatable;
                          default https://*.webcontainer-api.io)
   --allow-host NAME      a Host the gateway answers besides loopback names; *.suffix allowed
-                         (repeatable)";
+                         (repeatable)
+  --tls-cert CERT.pem    serve HTTPS with this certificate chain (PEM; needs --tls-key)
+  --tls-key KEY.pem      the certificate's private key (PEM)";
 
 /// The CORS origins used when no `--allow-origin` is given: WebContainer apps.
 const DEFAULT_ORIGINS: &[&str] = &["https://*.webcontainer-api.io"];
@@ -64,6 +75,8 @@ fn parse_args() -> Result<Args, String> {
         allow_ports: Vec::new(),
         allow_origins: Vec::new(),
         allow_hosts: Vec::new(),
+        tls_cert: None,
+        tls_key: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -90,12 +103,17 @@ fn parse_args() -> Result<Args, String> {
             }
             "--allow-origin" => args.allow_origins.push(value("--allow-origin")?),
             "--allow-host" => args.allow_hosts.push(value("--allow-host")?),
+            "--tls-cert" => args.tls_cert = Some(value("--tls-cert")?),
+            "--tls-key" => args.tls_key = Some(value("--tls-key")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".to_owned());
     }
     Ok(args)
 }
@@ -137,6 +155,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             args.demo_port
         )
     })?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            TlsConfig::from_pem_files(cert, key)
+                .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?,
+        ),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -218,23 +244,22 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .fallback_service(ide_hosts.split(ide.sandbox_host, host_app))
         .layer(isolation)
-        .layer(hosts)
-        .layer(middleware::map_request(client_addr));
+        .layer(hosts);
 
     println!("demo sandbox (dev server) on http://{demo} (IPv6 loopback only)");
-    println!("gateway on http://{gw}\n");
+    println!("gateway on {scheme}://{gw}\n");
     println!("try:");
     for (path, what) in links(port) {
-        println!("  http://{gw}{path:<28} {what}");
+        println!("  {scheme}://{gw}{path:<28} {what}");
     }
     println!(
-        "  curl -N -X POST http://{gw}/api/proxy/demo-llm/chat/completions -H \"authorization: Bearer $(curl -s -X POST http://{gw}/api/llm-token)\" -H 'content-type: application/json' -d '{{}}'\n  {:28} streamed tokens from the demo API (https://localhost:{}, h2 only): a token from the host's route, the key injected here",
+        "  curl -N -X POST {scheme}://{gw}/api/proxy/demo-llm/chat/completions -H \"authorization: Bearer $(curl -s -X POST {scheme}://{gw}/api/llm-token)\" -H 'content-type: application/json' -d '{{}}'\n  {:28} streamed tokens from the demo API (https://localhost:{}, h2 only): a token from the host's route, the key injected here",
         "",
         llm.addr.port()
     );
     println!("\nports reachable through /proxy/{{port}}/: {ports:?}");
     println!(
-        "the same ports by Host: http://{{port}}.localhost:{}/ (e.g. http://{port}.localhost:{}/)",
+        "the same ports by Host: {scheme}://{{port}}.localhost:{}/ (e.g. {scheme}://{port}.localhost:{}/)",
         gw.port(),
         gw.port()
     );
@@ -252,22 +277,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     );
 
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        proxy.close_tunnels();
-    })
-    .await?;
+    // Timeouts, connection caps and graceful shutdown: the defaults of `serve::Server`. Every
+    // request carries the peer's address to the rewrite layers (`X-Forwarded-For`).
+    let mut server = Server::builder().on_drained(move || proxy.close_tunnels());
+    if let Some(tls) = tls {
+        server = server.tls(tls);
+    }
+    server
+        .build()?
+        .serve(listener, app, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
-}
-
-/// Hands the peer address to the rewrite layers (`X-Forwarded-For`, `Forwarded: for=`).
-async fn client_addr(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut req: Request) -> Request {
-    req.extensions_mut().insert(ClientAddr(peer));
-    req
 }
 
 /// A host page for the IDE flow: it asks the token route for a link and opens it in a new tab, as
