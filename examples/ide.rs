@@ -177,7 +177,7 @@ async fn main() -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     let addr = listener.local_addr()?;
     let ide_host = ide_host.unwrap_or_else(|| format!("{{id}}.ide.localhost:{}", addr.port()));
-    let hosts = SandboxHosts::new(&ide_host)?;
+    let hosts = SandboxHosts::new(&ide_host)?.https(scheme == "https");
     let app = app(
         signer()?,
         sandboxes,

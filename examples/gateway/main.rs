@@ -222,7 +222,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let sandbox = format!("http://localhost:{port}").parse()?;
     // The IDE of sandbox `demo` on a host of its own, `demo.ide.localhost:{gw port}`, and on the
     // shared origin under `/__ide/demo/`.
-    let ide_hosts = SandboxHosts::new(&format!("{{id}}.ide.localhost:{}", gw.port()))?;
+    let ide_hosts =
+        SandboxHosts::new(&format!("{{id}}.ide.localhost:{}", gw.port()))?.https(scheme == "https");
     let ide = ide::routes(ide::signer()?, sandbox, proxy.clone(), ide_hosts.clone())?;
 
     // `/api/proxy/demo-llm/…` → the embedded HTTPS, h2-only demo API; the key stays here and is
