@@ -278,7 +278,10 @@ async fn ide_example_on_the_sandboxs_own_host() {
         client().request(
             to(gw, "GET", "/__ide/x/static/app.js?v=1")
                 .header(header::HOST, &own)
-                .header(header::COOKIE, format!("{cookie}; app=1"))
+                // The sandbox's own cookie, as the browser stores it behind the cookie firewall
+                // (`Set-Cookie: app=1` from the sandbox becomes `sgw~app=1` on its own host),
+                // next to a host cookie that must not pass.
+                .header(header::COOKIE, format!("{cookie}; sgw~app=1; session=host"))
                 .body(empty())
                 .unwrap(),
         ),
