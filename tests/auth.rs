@@ -731,97 +731,19 @@ async fn guard_around_a_plain_service() {
 // Redis: single use across gateway replicas.
 
 #[cfg(feature = "redis")]
+#[path = "support/redis.rs"]
+mod redis_server;
+
+#[cfg(feature = "redis")]
 mod redis_shared {
+    use super::redis_server::RedisServer;
     use super::*;
     use sandbox_gateway::auth::RedisNonceStore;
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Instant, SystemTime};
-
-    /// A `redis-server` child process on a free loopback port, killed on drop.
-    struct RedisServer {
-        child: Child,
-        url: String,
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    /// Starts a server; `None` (with a notice) when `redis-server` is absent and `CI` is unset.
-    async fn start() -> Option<RedisServer> {
-        let found = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            if std::env::var_os("CI").is_some() {
-                panic!("redis-server is required when CI is set (apt-get install redis-server)");
-            }
-            // Written to stderr directly, past the test harness's output capture.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "NOTICE: redis-server not found; skipping the Redis test (install redis-server to run it)"
-            );
-            return None;
-        }
-        // A free port can be taken by another test between the probe and the server's bind:
-        // a server that exits is retried on a new port, a few times.
-        for _ in 0..5 {
-            let port = {
-                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                l.local_addr().unwrap().port()
-            };
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
-            let mut server = RedisServer {
-                child,
-                url: format!("redis://127.0.0.1:{port}/"),
-            };
-            if ready(&mut server, port).await {
-                return Some(server);
-            }
-        }
-        panic!("redis-server did not start");
-    }
-
-    /// Whether the server answers `PING` with `+PONG` within 10 s (false when it exits first).
-    async fn ready(server: &mut RedisServer, port: u16) -> bool {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if !matches!(server.child.try_wait(), Ok(None)) {
-                return false;
-            }
-            if let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-                let mut buf = [0u8; 7];
-                let pong = async {
-                    conn.write_all(b"PING\r\n").await?;
-                    conn.read_exact(&mut buf).await
-                };
-                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), pong).await {
-                    if &buf == b"+PONG\r\n" {
-                        return true;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    }
+    use std::time::SystemTime;
 
     #[tokio::test]
     async fn redis_store_semantics() {
-        let Some(server) = start().await else { return };
+        let server = RedisServer::start().await;
         let store = RedisNonceStore::connect(&server.url).await.unwrap();
         let exp = SystemTime::now() + Duration::from_secs(60);
         assert!(store.record(b"n1", exp).await.unwrap());
@@ -868,7 +790,7 @@ mod redis_shared {
 
     #[tokio::test]
     async fn store_down_means_refusal_not_admission() {
-        let Some(server) = start().await else { return };
+        let server = RedisServer::start().await;
         let store: Arc<dyn NonceStore> =
             Arc::new(RedisNonceStore::connect(&server.url).await.unwrap());
         let gw = gateway(CookieConfig::default(), Some(store)).await;
@@ -882,7 +804,7 @@ mod redis_shared {
 
     #[tokio::test]
     async fn replay_across_two_gateways_sharing_redis() {
-        let Some(server) = start().await else { return };
+        let server = RedisServer::start().await;
         let one: Arc<dyn NonceStore> =
             Arc::new(RedisNonceStore::connect(&server.url).await.unwrap());
         let two: Arc<dyn NonceStore> =
