@@ -132,7 +132,7 @@ async fn run() -> Result<(), Error> {
                 continue;
             }
         };
-        // The peer goes to the rewrite layer (`Forwarded: for=`, `X-Forwarded-For`).
+        // The peer goes to the rewrite layer (`X-Forwarded-For`).
         let svc = svc.clone().map_request(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ClientAddr(peer));
             req

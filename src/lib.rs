@@ -18,7 +18,7 @@
 //!    ├─ {port}.localhost           route::RouteLayer(HostRoute) ─► rewrite ─► proxy
 //!    │                               │ a route::Target resolved once,  │ Host/Origin     │ streams bodies, strips
 //!    │                               │ carried by the request          │ policies,       │ hop-by-hop, splices
-//!    │                               ▼                                 │ Forwarded,      │ WebSocket upgrades to
+//!    │                               ▼                                 │ X-Forwarded-*,  │ WebSocket upgrades to
 //!    │                            paths checked: no `..`, `%2f`, `\`   │ Location and    │ that same target
 //!    │                            bad ports refused at start-up        │ Set-Cookie      ▼
 //!    │                                                                 │ under the mount
