@@ -9,9 +9,10 @@
 //! `localhost:{P}`: both loopbacks are raced, so the IPv6-only server is found without `--host`.
 //! `--allow-port` adds ports that `/proxy/{port}/` may reach besides the demo's. The same dev servers
 //! are also served by Host at `http://{port}.localhost:{gateway port}/` (browsers resolve
-//! `*.localhost` to loopback). Both paths rewrite what the sandbox and the browser see: Forwarded and
-//! X-Forwarded-* headers, and redirects and cookies mapped back under `/proxy/{port}/`. The runtime
-//! honours `TOKIO_WORKER_THREADS`.
+//! `*.localhost` to loopback). `/absproxy/{port}/…` reaches the same ports with the prefix kept, for
+//! dev servers told that base (Vite: `base: "/absproxy/{port}/"`). Every path rewrites what the
+//! sandbox and the browser see: X-Forwarded-* headers, and redirects and cookies mapped back under
+//! the mount. The runtime honours `TOKIO_WORKER_THREADS`.
 
 mod demo;
 mod ide;
@@ -158,6 +159,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .layer(RewriteLayer::new())
         .service(proxy.clone());
 
+    // `/absproxy/{port}/…` → the same ports with the prefix kept, for dev servers told their base
+    // (Vite's `base: "/absproxy/{port}/"`), whose root-relative URLs then stay under the mount.
+    let abs_previews = ServiceBuilder::new()
+        .layer(SseLayer::new())
+        .layer(RouteLayer::new(
+            PathMount::keep("/absproxy").allow_ports(ports.iter().copied()),
+        ))
+        .layer(RewriteLayer::new())
+        .service(proxy.clone());
+
     // `http://{port}.localhost:{gw port}/…` → the dev server on localhost:{port}.
     let by_host = HostRoute::ports("{port}.localhost".parse::<HostPattern>()?, "port")?
         .allow_ports(ports.iter().copied());
@@ -230,6 +241,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .nest("/api", ide_api)
         .nest_service("/api/proxy", api_proxy)
         .merge(ide_pages)
+        .route_service("/absproxy/{*rest}", abs_previews)
         .fallback_service(previews)
         .layer(preview_by_host)
         .layer(isolation)
@@ -248,6 +260,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         llm.addr.port()
     );
     println!("\nports reachable through /proxy/{{port}}/: {ports:?}");
+    println!(
+        "the same ports with the prefix kept (a dev server told its base, e.g. Vite's `base`): /absproxy/{{port}}/"
+    );
     println!(
         "the same ports by Host: http://{{port}}.localhost:{}/ (e.g. http://{port}.localhost:{}/)",
         gw.port(),
@@ -275,7 +290,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Hands the peer address to the rewrite layers (`X-Forwarded-For`, `Forwarded: for=`).
+/// Hands the peer address to the rewrite layers (`X-Forwarded-For`).
 async fn client_addr(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut req: Request) -> Request {
     req.extensions_mut().insert(ClientAddr(peer));
     req
