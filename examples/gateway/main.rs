@@ -27,6 +27,7 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
 use http::{header, Method};
+use sandbox_gateway::auth::SandboxHosts;
 use sandbox_gateway::cors::{AllowOrigin, CorsLayer};
 use sandbox_gateway::forward::{ApiForward, Secret, Upstream};
 use sandbox_gateway::host::HostAllowlistLayer;
@@ -207,7 +208,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let isolation = IsolationLayer::new();
 
     let sandbox = format!("http://localhost:{port}").parse()?;
-    let (ide_api, ide_pages) = ide::routes(ide::signer()?, sandbox, proxy.clone())?;
+    // The IDE of sandbox `demo` on a host of its own, `demo.ide.localhost:{gw port}`, and on the
+    // shared origin under `/__ide/demo/`.
+    let ide_hosts = SandboxHosts::new(&format!("{{id}}.ide.localhost:{}", gw.port()))?;
+    let ide = ide::routes(ide::signer()?, sandbox, proxy.clone(), ide_hosts.clone())?;
 
     // `/api/proxy/demo-llm/…` → the embedded HTTPS, h2-only demo API; the key stays here.
     let llm = llm::start().await?;
@@ -235,15 +239,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let api_proxy = ServiceBuilder::new().layer(cors).service(forward);
 
     let index = index_page(port);
-    let app = Router::new()
+    let host_app = Router::new()
         .route("/", get(move || async move { Html(index) }))
         .route("/ide", get(|| async { Html(IDE_PAGE) }))
-        .nest("/api", ide_api)
+        .nest("/api", ide.api)
         .nest_service("/api/proxy", api_proxy)
-        .merge(ide_pages)
+        .merge(ide.pages)
         .route_service("/absproxy/{*rest}", abs_previews)
         .fallback_service(previews)
-        .layer(preview_by_host)
+        .layer(preview_by_host);
+    let app = ide::by_host(ide_hosts, ide.sandbox_host, host_app)
         .layer(isolation)
         .layer(hosts)
         .layer(middleware::map_request(client_addr));
@@ -266,6 +271,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "the same ports by Host: http://{{port}}.localhost:{}/ (e.g. http://{port}.localhost:{}/)",
         gw.port(),
+        gw.port()
+    );
+    println!(
+        "the IDE of sandbox demo on its own origin: http://demo.ide.localhost:{}/ (open it from /ide)",
         gw.port()
     );
     println!("CORS origins allowed on /api/: {:?}", args.allow_origins);
@@ -301,14 +310,18 @@ async fn client_addr(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut req: Reques
 const IDE_PAGE: &str = r#"<!doctype html><html><head><meta charset="utf-8"><title>open the IDE</title></head>
 <body><h1>Browser IDE</h1>
 <button id="open">Open the IDE for sandbox demo in a new tab</button>
+<button id="open-shared">… on the shared origin (/__ide/demo/)</button>
 <p id="status"></p>
 <script>
-document.getElementById("open").onclick = async () => {
+async function openIde(which) {
   const res = await fetch("/api/dev/demo/ide-token", { method: "POST" });
-  const { url } = await res.json();
+  const links = await res.json();
+  const url = links[which];
   document.getElementById("status").textContent = "opened " + url.split("?")[0];
   window.open(url, "_blank");
-};
+}
+document.getElementById("open").onclick = () => openIde("url");
+document.getElementById("open-shared").onclick = () => openIde("shared_origin_url");
 </script></body></html>"#;
 
 fn links(port: u16) -> Vec<(String, &'static str)> {
@@ -330,7 +343,7 @@ fn links(port: u16) -> Vec<(String, &'static str)> {
         (format!("/proxy/{port}/cookie"), "a Set-Cookie with Path=/"),
         (
             "/ide".to_owned(),
-            "the browser-IDE flow: token → cookie → /__ide/demo/",
+            "the browser-IDE flow: token → cookie → the IDE on its own host demo.ide.localhost (or /__ide/demo/)",
         ),
     ]
 }

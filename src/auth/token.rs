@@ -17,8 +17,12 @@ type HmacSha256 = Hmac<Sha256>;
 /// The shortest signing key accepted, in bytes (the output size of SHA-256).
 pub const MIN_KEY_LEN: usize = 32;
 
-/// Format version, the first byte of every payload.
+/// Format version, the first byte of every payload: 1 without a subject, 2 with one.
 const VERSION: u8 = 1;
+/// Format version of a token that carries a subject (a length byte and the subject follow the id).
+const VERSION_SUBJECT: u8 = 2;
+/// The longest subject a token may carry, in bytes.
+pub const MAX_SUBJECT_LEN: usize = 128;
 /// Random bytes in every token.
 const NONCE_LEN: usize = 16;
 /// HMAC-SHA256 output.
@@ -26,7 +30,16 @@ const TAG_LEN: usize = 32;
 /// version + audience + expiry (u64 ms) + nonce + id length.
 const HEADER_LEN: usize = 1 + 1 + 8 + NONCE_LEN + 1;
 /// The longest encoded token: anything longer is refused before decoding.
-const MAX_TOKEN_CHARS: usize = (HEADER_LEN + MAX_SANDBOX_ID_LEN + TAG_LEN).div_ceil(3) * 4;
+const MAX_TOKEN_CHARS: usize =
+    (HEADER_LEN + MAX_SANDBOX_ID_LEN + 1 + MAX_SUBJECT_LEN + TAG_LEN).div_ceil(3) * 4;
+
+/// Whether `subject` can be carried by a token: 1 to [`MAX_SUBJECT_LEN`] bytes of visible ASCII
+/// (a user id, an e-mail address, a UUID).
+fn is_valid_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.len() <= MAX_SUBJECT_LEN
+        && subject.bytes().all(|b| b.is_ascii_graphic())
+}
 
 /// What a token may be used for. A token is only accepted where its audience is expected, so a
 /// session cookie can never be replayed as a bootstrap link or the other way round.
@@ -63,6 +76,7 @@ impl Audience {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claims {
     sandbox_id: String,
+    subject: Option<String>,
     audience: Audience,
     expires_at_ms: u64,
     nonce: [u8; NONCE_LEN],
@@ -72,6 +86,13 @@ impl Claims {
     /// The sandbox this token opens.
     pub fn sandbox_id(&self) -> &str {
         &self.sandbox_id
+    }
+
+    /// The subject the token was issued for (the host's user id), when it carries one: see
+    /// [`TokenSigner::issue_for`] and [`BootstrapBuilder::check_subject`](super::BootstrapBuilder::check_subject).
+    /// The session cookie made from a link carries the link's subject.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
     }
 
     /// What the token may be used for.
@@ -111,6 +132,9 @@ pub enum IssueError {
     /// The sandbox id is empty, too long, or has characters outside `A-Z a-z 0-9 _ -`.
     #[error("invalid sandbox id (1 to 64 characters of A-Z a-z 0-9 _ - expected)")]
     InvalidSandboxId,
+    /// The subject is empty, longer than [`MAX_SUBJECT_LEN`] bytes, or not visible ASCII.
+    #[error("invalid subject (1 to 128 bytes of visible ASCII expected)")]
+    InvalidSubject,
     /// The operating system's random number generator failed.
     #[error("random number generator failed: {0}")]
     Randomness(getrandom::Error),
@@ -257,16 +281,48 @@ impl TokenSigner {
         self.sign(id, Audience::Bootstrap, ttl)
     }
 
+    /// As [`issue`](Self::issue), for a token that also names the `subject` it was minted for
+    /// (the host's user id, 1 to [`MAX_SUBJECT_LEN`] bytes of visible ASCII). The subject is
+    /// signed with the rest; [`Bootstrap`](super::Bootstrap) hands it to its
+    /// [`check_subject`](super::BootstrapBuilder::check_subject) hook and copies it into the
+    /// session cookie, so inner services read it from [`Claims::subject`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sandbox_gateway::auth::{Audience, TokenSigner};
+    ///
+    /// let signer = TokenSigner::new([7u8; 32])?;
+    /// let token = signer.issue_for("demo", "user-42", Duration::from_secs(60))?;
+    /// let claims = signer.verify(&token, "demo", Audience::Bootstrap)?;
+    /// assert_eq!(claims.subject(), Some("user-42"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn issue_for(&self, id: &str, subject: &str, ttl: Duration) -> Result<String, IssueError> {
+        self.sign_for(id, Some(subject), Audience::Bootstrap, ttl)
+    }
+
     /// Signs a token for sandbox `id` with the given audience, valid for `ttl`.
     pub fn sign(&self, id: &str, audience: Audience, ttl: Duration) -> Result<String, IssueError> {
+        self.sign_for(id, None, audience, ttl)
+    }
+
+    /// As [`sign`](Self::sign), carrying an optional subject (see [`issue_for`](Self::issue_for)).
+    pub fn sign_for(
+        &self,
+        id: &str,
+        subject: Option<&str>,
+        audience: Audience,
+        ttl: Duration,
+    ) -> Result<String, IssueError> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(IssueError::Randomness)?;
-        self.sign_with(id, audience, SystemTime::now() + ttl, nonce)
+        self.sign_with(id, subject, audience, SystemTime::now() + ttl, nonce)
     }
 
     fn sign_with(
         &self,
         id: &str,
+        subject: Option<&str>,
         audience: Audience,
         expires_at: SystemTime,
         nonce: [u8; NONCE_LEN],
@@ -274,14 +330,26 @@ impl TokenSigner {
         if !is_valid_sandbox_id(id) {
             return Err(IssueError::InvalidSandboxId);
         }
-        let mut buf = Vec::with_capacity(HEADER_LEN + id.len() + TAG_LEN);
-        buf.push(VERSION);
+        if subject.is_some_and(|s| !is_valid_subject(s)) {
+            return Err(IssueError::InvalidSubject);
+        }
+        let mut buf = Vec::with_capacity(HEADER_LEN + id.len() + 1 + MAX_SUBJECT_LEN + TAG_LEN);
+        buf.push(if subject.is_some() {
+            VERSION_SUBJECT
+        } else {
+            VERSION
+        });
         buf.push(audience.to_byte());
         buf.extend_from_slice(&unix_ms(expires_at).to_be_bytes());
         buf.extend_from_slice(&nonce);
         // `is_valid_sandbox_id` bounds the length to 64.
         buf.push(id.len() as u8);
         buf.extend_from_slice(id.as_bytes());
+        if let Some(subject) = subject {
+            // `is_valid_subject` bounds the length to 128.
+            buf.push(subject.len() as u8);
+            buf.extend_from_slice(subject.as_bytes());
+        }
         let mut mac = self.keys.current.clone();
         mac.update(&buf);
         buf.extend_from_slice(&mac.finalize().into_bytes());
@@ -342,16 +410,32 @@ impl TokenSigner {
             return Err(TokenError::BadSignature);
         }
 
-        if payload[0] != VERSION {
-            return Err(TokenError::Malformed);
-        }
+        let with_subject = match payload[0] {
+            VERSION => false,
+            VERSION_SUBJECT => true,
+            _ => return Err(TokenError::Malformed),
+        };
         let audience = Audience::from_byte(payload[1]).ok_or(TokenError::Malformed)?;
         let mut exp = [0u8; 8];
         exp.copy_from_slice(&payload[2..10]);
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&payload[10..10 + NONCE_LEN]);
         let id_len = usize::from(payload[HEADER_LEN - 1]);
-        let id = &payload[HEADER_LEN..];
+        let rest = &payload[HEADER_LEN..];
+        let (id, subject) = if with_subject {
+            let id = rest.get(..id_len).ok_or(TokenError::Malformed)?;
+            let subject = rest.get(id_len + 1..).ok_or(TokenError::Malformed)?;
+            if usize::from(rest[id_len]) != subject.len() {
+                return Err(TokenError::Malformed);
+            }
+            let subject = std::str::from_utf8(subject).map_err(|_| TokenError::Malformed)?;
+            if !is_valid_subject(subject) {
+                return Err(TokenError::Malformed);
+            }
+            (id, Some(subject.to_owned()))
+        } else {
+            (rest, None)
+        };
         if id.len() != id_len {
             return Err(TokenError::Malformed);
         }
@@ -361,6 +445,7 @@ impl TokenSigner {
         }
         Ok(Claims {
             sandbox_id: id.to_owned(),
+            subject,
             audience,
             expires_at_ms: u64::from_be_bytes(exp),
             nonce,
@@ -499,6 +584,7 @@ mod tests {
         let at = s
             .sign_with(
                 "a",
+                None,
                 Audience::Bootstrap,
                 UNIX_EPOCH + Duration::from_millis(5000),
                 [0; 16],
@@ -618,12 +704,58 @@ mod tests {
             good(1, 1, b"ok", 3),
             good(1, 1, b"o/", 2),
             good(1, 1, &[0xff, 0xfe], 2),
+            // Version 2 carries a subject: missing, empty, short, long or not visible ASCII.
+            good(2, 1, b"ok\x00", 2),
+            good(2, 1, b"ok\x03ab", 2),
+            good(2, 1, b"ok\x01ab", 2),
+            good(2, 1, b"ok\x01 ", 2),
         ] {
             assert_eq!(
                 s.verify(&sign_raw(&p), "ok", Audience::Bootstrap),
                 Err(TokenError::Malformed)
             );
         }
+    }
+
+    #[test]
+    fn subjects_are_signed_and_bounded() {
+        let s = signer();
+        let t = s.issue_for("a", "user@example.com", MIN).unwrap();
+        let c = s.verify(&t, "a", Audience::Bootstrap).unwrap();
+        assert_eq!(c.subject(), Some("user@example.com"));
+        assert_eq!(c.sandbox_id(), "a");
+        assert_eq!(
+            s.verify(&s.issue("a", MIN).unwrap(), "a", Audience::Bootstrap)
+                .unwrap()
+                .subject(),
+            None
+        );
+        let longest = "u".repeat(MAX_SUBJECT_LEN);
+        let t = s
+            .sign_for(&"i".repeat(64), Some(&longest), Audience::Cookie, MIN)
+            .unwrap();
+        assert!(t.len() <= MAX_TOKEN_CHARS);
+        assert_eq!(
+            s.verify(&t, &"i".repeat(64), Audience::Cookie)
+                .unwrap()
+                .subject(),
+            Some(longest.as_str())
+        );
+        for bad in ["", "a b", "é", &"u".repeat(MAX_SUBJECT_LEN + 1)] {
+            assert!(
+                matches!(s.issue_for("a", bad, MIN), Err(IssueError::InvalidSubject)),
+                "{bad:?}"
+            );
+        }
+        // Tampering with the subject breaks the signature.
+        let t = s.issue_for("a", "alice", MIN).unwrap();
+        let mut raw = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        let at = raw.len() - TAG_LEN - 1;
+        raw[at] ^= 1;
+        assert_eq!(
+            s.verify(&URL_SAFE_NO_PAD.encode(raw), "a", Audience::Bootstrap),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]
