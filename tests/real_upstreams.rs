@@ -11,6 +11,8 @@
 //! prints what the programs say.
 #![cfg(all(feature = "auth", feature = "forward", feature = "tls"))]
 
+mod support;
+
 #[path = "support/chromium.rs"]
 mod chromium;
 #[path = "support/process.rs"]
@@ -23,12 +25,15 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use chromium::{Driver, TempDir};
 use fantoccini::key::Key;
-use fantoccini::Client;
+use fantoccini::wd::WindowHandle;
+use fantoccini::{Client, Locator};
+use http::{header, Request, StatusCode};
 use process::{example_binary, Process};
 use sandbox_gateway::proxy::ReverseProxy;
 use sandbox_gateway::rewrite::RewriteLayer;
 use sandbox_gateway::route::{PathMount, RouteLayer};
 use serde_json::{json, Value};
+use support::{client, empty, text, within};
 use tokio::sync::Mutex;
 use tower::ServiceBuilder;
 
@@ -219,23 +224,23 @@ impl Vite {
 // ---------------------------------------------------------------------------------------------
 // The examples, as their own processes.
 
-/// `cargo run --example gateway -- --listen 127.0.0.1:0 --demo-port 0 --allow-port P...`
-fn gateway_example(ports: &[u16]) -> (Process, SocketAddr) {
-    let mut args = vec![
-        "--listen".to_owned(),
-        "127.0.0.1:0".to_owned(),
-        "--demo-port".to_owned(),
-        "0".to_owned(),
-    ];
-    for p in ports {
-        args.extend(["--allow-port".to_owned(), p.to_string()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut process = Process::start(example_binary("gateway"), &args, &[], None);
+/// `cargo run --example gateway -- --listen 127.0.0.1:0 --demo-port 0 ARGS...`
+fn gateway_example(args: &[&str]) -> (Process, SocketAddr) {
+    let mut all = vec!["--listen", "127.0.0.1:0", "--demo-port", "0"];
+    all.extend_from_slice(args);
+    let mut process = Process::start(example_binary("gateway"), &all, &[], None);
     let addr = process.wait_for(START, |line| {
         line.strip_prefix("gateway on http://")?.trim().parse().ok()
     });
     (process, addr)
+}
+
+/// `--allow-port P` for each port.
+fn allow_ports(ports: &[u16]) -> Vec<String> {
+    ports
+        .iter()
+        .flat_map(|p| ["--allow-port".to_owned(), p.to_string()])
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -439,6 +444,32 @@ async fn editor_saves_to_disk(browser: &Client, work: &Path) -> Result<(), Strin
     }
 }
 
+/// Switches to a tab that is not among `known`, once one opened.
+async fn switch_to_new_tab(browser: &Client, known: &[WindowHandle]) -> Result<(), String> {
+    for _ in 0..100 {
+        let windows = browser.windows().await.map_err(|e| e.to_string())?;
+        if let Some(tab) = windows.into_iter().find(|w| !known.contains(w)) {
+            return browser
+                .switch_to_window(tab)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("no new tab opened".to_owned())
+}
+
+/// The page's origin and path.
+async fn location(browser: &Client) -> (String, String) {
+    let v = eval(browser, "return [location.origin, location.pathname]")
+        .await
+        .unwrap();
+    (
+        v[0].as_str().unwrap_or_default().to_owned(),
+        v[1].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
 /// Everything the IDE flow promises once the workbench tab is open: connected, a terminal that
 /// runs commands, an editor that saves.
 async fn ide_works(browser: &Client, code: &CodeServer) -> Result<(), String> {
@@ -456,7 +487,8 @@ async fn ide_works(browser: &Client, code: &CodeServer) -> Result<(), String> {
 async fn code_server_behind_the_gateway_proxy_mount() {
     let _one = BROWSER_LOCK.lock().await;
     let code = CodeServer::start();
-    let (_gateway, gw) = gateway_example(&[code.port]);
+    let ports = allow_ports(&[code.port]);
+    let (_gateway, gw) = gateway_example(&ports.iter().map(String::as_str).collect::<Vec<_>>());
     let mut driver = Driver::start().await;
     let browser = driver.browser().await;
     browser
@@ -498,6 +530,108 @@ async fn code_server_refuses_a_gateway_sending_forwarded() {
     let err = outcome.expect_err("the workbench connected although Forwarded was sent");
     assert!(err.contains("the workbench shows"), "{err}");
     eprintln!("as expected, {}", err.chars().take(300).collect::<String>());
+    browser.close().await.unwrap();
+}
+
+/// `examples/ide.rs` run as its header says (`--sandbox demo=localhost:{port}`), code-server as
+/// the sandbox, its link fetched as the header shows and opened in a new tab: on the sandbox's own
+/// origin the workbench connects, its terminal runs a command and its editor saves; the
+/// shared-origin link (`/__ide/demo/`) connects too.
+#[tokio::test]
+#[ignore = "needs chromium, chromedriver and ./scripts/upstreams; run with --include-ignored"]
+async fn ide_example_opens_a_working_code_server() {
+    let _one = BROWSER_LOCK.lock().await;
+    let code = CodeServer::start();
+    let secret = "real-upstreams-secret";
+    let sandbox = format!("demo=localhost:{}", code.port);
+    let mut ide = Process::start(
+        example_binary("ide"),
+        &["--listen", "127.0.0.1:0", "--sandbox", &sandbox],
+        &[("IDE_HOST_SECRET", secret)],
+        None,
+    );
+    let gw: SocketAddr = ide.wait_for(START, |line| {
+        let rest = line.strip_prefix("IDE gateway on http://")?;
+        rest.split(';').next()?.parse().ok()
+    });
+    // `curl -X POST -H 'Authorization: Bearer …' http://{gw}/api/dev/demo/ide-token`.
+    let link = |which: &'static str| async move {
+        let req = Request::post(format!("http://{gw}/api/dev/demo/ide-token"))
+            .header(header::AUTHORIZATION, format!("Bearer {secret}"))
+            .body(empty())
+            .unwrap();
+        let res = within(10, client().request(req)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let links: Value = serde_json::from_str(&text(res).await).unwrap();
+        let link = links[which].as_str().expect("a link").to_owned();
+        if link.starts_with('/') {
+            format!("http://{gw}{link}")
+        } else {
+            link
+        }
+    };
+
+    let mut driver = Driver::start().await;
+    let browser = driver.browser().await;
+    let mut tabs = vec![browser.window().await.unwrap()];
+    let own = link("url").await;
+    browser.new_window(true).await.unwrap();
+    switch_to_new_tab(&browser, &tabs).await.unwrap();
+    tabs.push(browser.window().await.unwrap());
+    browser.goto(&own).await.unwrap();
+    ide_works(&browser, &code).await.unwrap();
+    assert_eq!(
+        location(&browser).await,
+        (
+            format!("http://demo.ide.localhost:{}", gw.port()),
+            "/".to_owned()
+        ),
+        "the IDE runs on the sandbox's own origin"
+    );
+
+    let shared = link("shared_origin_url").await;
+    browser.new_window(true).await.unwrap();
+    switch_to_new_tab(&browser, &tabs).await.unwrap();
+    browser.goto(&shared).await.unwrap();
+    workbench_connected(&browser).await.unwrap();
+    assert_eq!(
+        location(&browser).await,
+        (format!("http://{gw}"), "/__ide/demo/".to_owned()),
+        "the IDE runs under the shared-origin mount"
+    );
+    browser.close().await.unwrap();
+}
+
+/// The `gateway` example's IDE flow with `--ide-sandbox` pointing at code-server: its `/ide` page
+/// opens the IDE in a new tab, where the workbench connects, the terminal runs a command and the
+/// editor saves.
+#[tokio::test]
+#[ignore = "needs chromium, chromedriver and ./scripts/upstreams; run with --include-ignored"]
+async fn gateway_example_ide_flow_opens_a_working_code_server() {
+    let _one = BROWSER_LOCK.lock().await;
+    let code = CodeServer::start();
+    let ide = format!("localhost:{}", code.port);
+    let (_gateway, gw) = gateway_example(&["--ide-sandbox", &ide]);
+    let mut driver = Driver::start().await;
+    let browser = driver.browser().await;
+    browser.goto(&format!("http://{gw}/ide")).await.unwrap();
+    let home = browser.window().await.unwrap();
+    browser
+        .find(Locator::Id("open"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    switch_to_new_tab(&browser, &[home]).await.unwrap();
+    ide_works(&browser, &code).await.unwrap();
+    assert_eq!(
+        location(&browser).await,
+        (
+            format!("http://demo.ide.localhost:{}", gw.port()),
+            "/".to_owned()
+        ),
+    );
     browser.close().await.unwrap();
 }
 
@@ -565,7 +699,8 @@ async fn vite_hmr_by_host_and_under_absproxy() {
     let port = free_port();
     let base = format!("/absproxy/{port}/");
     let mounted = Vite::start(Some(&base), port);
-    let (_gateway, gw) = gateway_example(&[by_host.port, mounted.port]);
+    let ports = allow_ports(&[by_host.port, mounted.port]);
+    let (_gateway, gw) = gateway_example(&ports.iter().map(String::as_str).collect::<Vec<_>>());
     let mut driver = Driver::start().await;
     let browser = driver.browser().await;
 

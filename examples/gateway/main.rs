@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example gateway -- [--listen ADDR] [--demo-port P] [--allow-port Q]...
+//!     [--ide-sandbox HOST:PORT]
 //! ```
 //!
 //! Starts a demo dev server bound to `[::1]:P` only (as Vite binds `localhost` on modern Node) and
@@ -12,7 +13,9 @@
 //! `*.localhost` to loopback). `/absproxy/{port}/…` reaches the same ports with the prefix kept, for
 //! dev servers told that base (Vite: `base: "/absproxy/{port}/"`). Every path rewrites what the
 //! sandbox and the browser see: X-Forwarded-* headers, and redirects and cookies mapped back under
-//! the mount. The runtime honours `TOKIO_WORKER_THREADS`.
+//! the mount. The IDE flow (`/ide`) opens the demo dev server as sandbox `demo`; `--ide-sandbox`
+//! points it at a real IDE instead, such as code-server. The runtime honours
+//! `TOKIO_WORKER_THREADS`.
 
 mod demo;
 mod ide;
@@ -44,10 +47,11 @@ struct Args {
     allow_ports: Vec<u16>,
     allow_origins: Vec<String>,
     allow_hosts: Vec<String>,
+    ide_sandbox: Option<String>,
 }
 
 const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-port Q]... \
-[--allow-origin ORIGIN]... [--allow-host NAME]...
+[--allow-origin ORIGIN]... [--allow-host NAME]... [--ide-sandbox HOST:PORT]
 
   --listen ADDR          where the gateway listens (default 127.0.0.1:8080)
   --demo-port P          the demo sandbox's port on [::1] (default 5173)
@@ -56,7 +60,11 @@ const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-por
                          https://*.webcontainer-api.io allowed (repeatable;
                          default https://*.webcontainer-api.io)
   --allow-host NAME      a Host the gateway answers besides loopback names; *.suffix allowed
-                         (repeatable)";
+                         (repeatable)
+  --ide-sandbox HOST:PORT
+                         the IDE that sandbox demo opens from /ide, e.g. code-server started
+                         with `code-server --auth none --bind-addr localhost:8081` (default:
+                         the demo dev server)";
 
 /// The CORS origins used when no `--allow-origin` is given: WebContainer apps.
 const DEFAULT_ORIGINS: &[&str] = &["https://*.webcontainer-api.io"];
@@ -68,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
         allow_ports: Vec::new(),
         allow_origins: Vec::new(),
         allow_hosts: Vec::new(),
+        ide_sandbox: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -94,6 +103,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--allow-origin" => args.allow_origins.push(value("--allow-origin")?),
             "--allow-host" => args.allow_hosts.push(value("--allow-host")?),
+            "--ide-sandbox" => args.ide_sandbox = Some(value("--ide-sandbox")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -207,7 +217,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // The host page and everything it loads are cross-origin isolated (COOP + COEP credentialless).
     let isolation = IsolationLayer::new();
 
-    let sandbox = format!("http://localhost:{port}").parse()?;
+    let sandbox = match &args.ide_sandbox {
+        Some(addr) => format!("http://{addr}")
+            .parse()
+            .map_err(|e| format!("--ide-sandbox: `{addr}` is not HOST:PORT: {e}"))?,
+        None => format!("http://localhost:{port}").parse()?,
+    };
     // The IDE of sandbox `demo` on a host of its own, `demo.ide.localhost:{gw port}`, and on the
     // shared origin under `/__ide/demo/`.
     let ide_hosts = SandboxHosts::new(&format!("{{id}}.ide.localhost:{}", gw.port()))?;
