@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Request};
+use axum::extract::Path;
 use axum::http::{header, request::Parts, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -35,7 +35,7 @@ use sandbox_gateway::auth::{
 };
 use sandbox_gateway::proxy::ReverseProxy;
 use sandbox_gateway::route::{RouteError, RouteLayer, Upstream};
-use tower::{service_fn, ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -57,7 +57,7 @@ pub fn app(
     let links = hosts.clone();
     let issue = move |Path(id): Path<String>, parts: Parts| async move {
         // No other page may mint a link with the user's credentials: not another site, and not
-        // a sandbox's page either (`{id}.ide.localhost` is same-site with `localhost`).
+        // a sandbox's page either (`{id}.ide.example.com` is same-site with `app.example.com`).
         if !is_same_origin_request(&parts) {
             return Err((StatusCode::FORBIDDEN, "Cross-origin request refused."));
         }
@@ -110,16 +110,7 @@ pub fn app(
     let sandbox_side = Router::new()
         .route_service("/api/dev/{id}/ide", bootstrap)
         .fallback_service(tunnel);
-    Ok(
-        Router::new().fallback_service(service_fn(move |req: Request| {
-            let side = if hosts.sandbox_id(&req).is_some() {
-                sandbox_side.clone()
-            } else {
-                host_side.clone()
-            };
-            async move { side.oneshot(req).await }
-        })),
-    )
+    Ok(Router::new().fallback_service(hosts.split(sandbox_side, host_side)))
 }
 
 fn signer() -> Result<TokenSigner, Error> {

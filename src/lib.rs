@@ -11,9 +11,10 @@
 //!    │   wrapped by host::HostAllowlistLayer (unknown Host → 403, the DNS-rebinding guard)
 //!    │   and isolation::IsolationLayer (COOP same-origin + COEP credentialless on every answer)
 //!    │
-//!    ├─ /api/dev/{id}/ide?token=…  auth::Bootstrap: token ✓ once → HttpOnly cookie → 303 /__ide/{id}/
-//!    ├─ /__ide/{id}/…              auth::TunnelAuthLayer (cookie ✓, gateway cookie + Authorization
-//!    │                              removed) ─► route ─► rewrite ─► proxy ─► the IDE in its container
+//!    ├─ /api/dev/{id}/ide?token=…  auth::Bootstrap: token ✓ once → HttpOnly cookie → 303 into the tunnel
+//!    ├─ {id}.ide.example.com/…     auth::TunnelAuthLayer (cookie ✓ for the id in the Host, or in the
+//!    ├─ /__ide/{id}/…              path on the shared origin; gateway cookie + Authorization removed)
+//!    │                              ─► route(auth::TunnelResolver, mount stripped) ─► proxy ─► the IDE
 //!    ├─ /proxy/{port}/…            route::RouteLayer(PathMount) ─► rewrite::RewriteLayer ─► proxy::ReverseProxy
 //!    ├─ {port}.localhost           route::RouteLayer(HostRoute) ─► rewrite ─► proxy
 //!    │                               │ a route::Target resolved once,  │ Host/Origin     │ streams bodies, strips
@@ -49,7 +50,7 @@
 //! | [`host`] | [`HostAllowlistLayer`](host::HostAllowlistLayer): the DNS-rebinding guard |
 //! | `forward` | `ApiForward`: named upstreams, injected `Secret`s, `SsrfGuard` on every connection |
 //! | `doctor` | `Probe`, `Report`: checks a live gateway (isolation, CORS, SSE, WebSocket, ALPN, Host, port) |
-//! | `auth` | `TokenSigner`, `Bootstrap`, `TunnelAuthLayer`, `NonceStore`: the IDE tunnel's token → cookie flow |
+//! | `auth` | `TokenSigner`, `Bootstrap`, `TunnelAuthLayer`, `TunnelResolver`, `SandboxHosts`, `NonceStore`: the IDE tunnel's token → cookie flow, on per-sandbox origins or a shared one |
 //!
 //! # Example
 //!

@@ -815,3 +815,577 @@ async fn app_builder_streams_a_cross_origin_api_call() {
 
     browser.close().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Scenario "own origins": each sandbox on a host of its own, `{id}.ide.localhost:{port}`. The
+// IDE flow works there, and a page of sandbox X can use neither sandbox V nor the host.
+
+mod own_origins {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::http::request::Parts;
+    use sandbox_gateway::auth::{
+        is_same_origin_request, SandboxHosts, TunnelAuthLayer, TunnelResolver,
+    };
+
+    /// The host's dashboard for sandbox ID: logs the user in (a `Path=/` session cookie) and
+    /// opens the IDE in a new tab.
+    fn dashboard(id: &str) -> String {
+        format!(
+            r#"<!doctype html><title>dashboard</title><body>
+<button id="open" onclick="openIde()">Open IDE</button>
+<script>
+async function openIde() {{
+  const tab = window.open('about:blank', '_blank');
+  const res = await fetch('/api/dev/{id}/ide-token', {{ method: 'POST' }});
+  const {{ url }} = await res.json();
+  tab.location = url;
+}}
+</script>"#
+        )
+    }
+
+    /// Sandbox X's IDE page: reports its origin, its readable cookies and a WebSocket echo.
+    const X_IDE: &str = r#"<!doctype html><title>x</title><body><h1>x</h1>
+<script>
+const ws = new WebSocket(new URL('ws', location.href).href.replace(/^http/, 'ws'));
+function finish(v) {
+  if (document.getElementById('done')) return;
+  const p = document.createElement('pre'); p.id = 'done';
+  p.textContent = JSON.stringify({ ws: v, cookie: document.cookie, origin: location.origin, path: location.pathname, search: location.search });
+  document.body.append(p);
+}
+ws.onopen = () => ws.send('keystroke');
+ws.onmessage = (e) => finish(e.data);
+ws.onerror = () => finish('error');
+</script>"#;
+
+    /// Sandbox X's hostile page: reads V, mints a link for V, plants cookies for V and the host.
+    const X_ATTACK: &str = r#"<!doctype html><title>attack</title><body><h1>attack</h1>
+<script>
+(async () => {
+  const out = {};
+  async function attempt(name, f) {
+    try { out[name] = await f(); } catch (e) { out[name] = 'error: ' + e.name; }
+  }
+  await attempt('read_v', async () => (await fetch(V_ORIGIN + '/', { credentials: 'include' })).text());
+  await attempt('mint_cors', async () => (await fetch(HOST_ORIGIN + '/api/dev/victim/ide-token', { method: 'POST', credentials: 'include' })).text());
+  await attempt('mint_no_cors', async () => (await fetch(HOST_ORIGIN + '/api/dev/victim/ide-token', { method: 'POST', mode: 'no-cors', credentials: 'include' })).type);
+  for (const c of [
+    'planted=1; path=/; domain=localhost',
+    'planted=2; path=/; domain=' + PARENT,
+    'sgw_ide_victim=forged; path=/; domain=' + PARENT,
+    'session=EVIL; path=/; domain=localhost',
+    'own=x; path=/',
+  ]) { document.cookie = c; }
+  out.cookie = document.cookie;
+  const p = document.createElement('pre'); p.id = 'done'; p.textContent = JSON.stringify(out);
+  document.body.append(p);
+})();
+</script>"#;
+
+    /// Sandbox V's page: reports the cookies its server received, and its secret.
+    const V_PAGE: &str = r#"<!doctype html><title>v</title><body><h1>v</h1>
+<script>
+(async () => {
+  const seen = await (await fetch('/echo-cookies')).text();
+  const p = document.createElement('pre'); p.id = 'done';
+  p.textContent = JSON.stringify({ seen, origin: location.origin });
+  document.body.append(p);
+})();
+</script>"#;
+
+    fn cookies_of(headers: &axum::http::HeaderMap) -> String {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn sandbox_x() -> SocketAddr {
+        let router = Router::new()
+            .route("/", get(|| async { Html(X_IDE) }))
+            .route("/ws", any(ws_echo))
+            .route(
+                "/attack",
+                get(|headers: axum::http::HeaderMap| async move {
+                    // The origins around the page, as the browser sees them: X is
+                    // `demo.{parent}:{port}`, V `victim.{parent}:{port}`.
+                    let host = headers
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("");
+                    let (name, port) = host.rsplit_once(':').unwrap_or((host, ""));
+                    let parent = name.strip_prefix("demo.").unwrap_or(name);
+                    Html(
+                        X_ATTACK
+                            .replace("PARENT", &format!("{parent:?}"))
+                            .replace(
+                                "V_ORIGIN",
+                                &format!("{:?}", format!("http://victim.{parent}:{port}")),
+                            )
+                            .replace(
+                                "HOST_ORIGIN",
+                                &format!("{:?}", format!("http://localhost:{port}")),
+                            ),
+                    )
+                }),
+            );
+        serve("127.0.0.1:0", router).await
+    }
+
+    async fn sandbox_v() -> SocketAddr {
+        let router = Router::new()
+            .route("/", get(|| async { Html(V_PAGE) }))
+            .route(
+                "/echo-cookies",
+                get(|headers: axum::http::HeaderMap| async move { cookies_of(&headers) }),
+            );
+        serve("127.0.0.1:0", router).await
+    }
+
+    struct OwnOrigins {
+        port: u16,
+        /// Links the token route handed out.
+        issued: Arc<AtomicUsize>,
+        /// The `Sec-Fetch-Site` of every call to the token route.
+        sites: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    /// The gateway: the host's origin `localhost:{port}` (dashboards, token route) and the
+    /// sandboxes' own hosts `{id}.ide.localhost:{port}`. `same_origin_only` is the token route's
+    /// cross-origin refusal.
+    async fn gateway(x: SocketAddr, v: SocketAddr, same_origin_only: bool) -> OwnOrigins {
+        gateway_on(x, v, same_origin_only, "ide.localhost").await
+    }
+
+    /// As [`gateway`], the sandboxes on `{id}.{parent}:{port}`.
+    async fn gateway_on(
+        x: SocketAddr,
+        v: SocketAddr,
+        same_origin_only: bool,
+        parent: &str,
+    ) -> OwnOrigins {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hosts = SandboxHosts::new(&format!("{{id}}.{parent}:{port}")).unwrap();
+        let cookie = CookieConfig::builder()
+            .sandbox_hosts(hosts.clone())
+            .build()
+            .unwrap();
+        let signer = TokenSigner::new(KEY).unwrap();
+        let issued = Arc::new(AtomicUsize::new(0));
+        let sites = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let issue = {
+            let (signer, hosts, issued) = (signer.clone(), hosts.clone(), issued.clone());
+            let sites = sites.clone();
+            move |axum::extract::Path(id): axum::extract::Path<String>, parts: Parts| async move {
+                let site = parts
+                    .headers
+                    .get("sec-fetch-site")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned();
+                sites.lock().unwrap().push(site);
+                if same_origin_only && !is_same_origin_request(&parts) {
+                    return Err((StatusCode::FORBIDDEN, "Cross-origin request refused."));
+                }
+                // (The host's own session check would follow; it is left out here so that the
+                // origin check alone decides, and a missing one shows.)
+                let token = signer.issue(&id, Duration::from_secs(60)).unwrap();
+                issued.fetch_add(1, Ordering::SeqCst);
+                let url = hosts.url(&id, &bootstrap_url(&id, &token)).unwrap();
+                Ok(Json(json!({ "url": url })))
+            }
+        };
+        let bootstrap = Bootstrap::builder(signer.clone())
+            .cookie(cookie.clone())
+            .build::<Body>()
+            .unwrap();
+        let tunnel = ServiceBuilder::new()
+            .layer(TunnelAuthLayer::new(signer).cookie(cookie))
+            .layer(RouteLayer::new(TunnelResolver::new(
+                move |id: String| async move {
+                    match id.as_str() {
+                        "demo" => format!("http://{x}").parse::<Upstream>(),
+                        "victim" => format!("http://{v}").parse::<Upstream>(),
+                        _ => Err(RouteError::Unavailable(format!("no sandbox {id}"))),
+                    }
+                },
+            )))
+            .service(ReverseProxy::new());
+        let host_side = Router::new()
+            .route(
+                "/dash/{id}",
+                get(
+                    |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                        (
+                            [(header::SET_COOKIE, "session=HOST; Path=/; HttpOnly")],
+                            Html(dashboard(&id)),
+                        )
+                    },
+                ),
+            )
+            .route(
+                "/whoami",
+                get(|headers: axum::http::HeaderMap| async move { cookies_of(&headers) }),
+            )
+            .route("/api/dev/{id}/ide-token", post(issue))
+            .route_service("/api/dev/{id}/ide", bootstrap.clone());
+        let sandbox_side = Router::new()
+            .route_service("/api/dev/{id}/ide", bootstrap)
+            .fallback_service(tunnel);
+        let app = Router::new().fallback_service(hosts.split(sandbox_side, host_side));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        OwnOrigins {
+            port,
+            issued,
+            sites,
+        }
+    }
+
+    /// Opens sandbox `id`'s IDE from its dashboard in a new tab; returns what the page there
+    /// reported. The browser stays on that tab.
+    async fn open_from_dashboard(browser: &Client, port: u16, id: &str) -> Result<Value, String> {
+        browser
+            .goto(&format!("http://localhost:{port}/dash/{id}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let home = browser.window().await.map_err(|e| e.to_string())?;
+        let before = browser.windows().await.map_err(|e| e.to_string())?;
+        browser
+            .find(Locator::Id("open"))
+            .await
+            .map_err(|e| e.to_string())?
+            .click()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut tab = None;
+        for _ in 0..100 {
+            let windows = browser.windows().await.map_err(|e| e.to_string())?;
+            if let Some(w) = windows
+                .into_iter()
+                .find(|w| *w != home && !before.contains(w))
+            {
+                tab = Some(w);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let tab = tab.ok_or("no new tab opened")?;
+        browser
+            .switch_to_window(tab)
+            .await
+            .map_err(|e| e.to_string())?;
+        result(browser, STEP).await
+    }
+
+    async fn page(browser: &Client, url: &str) -> Result<Value, String> {
+        browser.goto(url).await.map_err(|e| e.to_string())?;
+        result(browser, STEP).await
+    }
+
+    #[tokio::test]
+    #[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+    async fn ide_on_its_own_origin_and_sandboxes_kept_apart() {
+        let _one = BROWSER_LOCK.lock().await;
+        let mut driver = Driver::start().await;
+        let browser = driver.browser().await;
+        let (x, v) = (sandbox_x().await, sandbox_v().await);
+        let gw = gateway(x, v, true).await;
+        let p = gw.port;
+
+        // The IDE flow on `demo.ide.localhost`: token on the host's origin → new tab → bootstrap
+        // on the sandbox's origin → host-only HttpOnly cookie → the IDE page and its WebSocket.
+        let seen = open_from_dashboard(&browser, p, "demo").await.unwrap();
+        assert_eq!(seen["ws"], "echo:keystroke", "{seen}");
+        assert_eq!(seen["origin"], format!("http://demo.ide.localhost:{p}"));
+        assert_eq!(seen["path"], "/", "{seen}");
+        assert_eq!(
+            seen["search"], "",
+            "the token is not left in the URL: {seen}"
+        );
+        assert_eq!(seen["cookie"], "", "the session cookie is HttpOnly: {seen}");
+        browser.refresh().await.unwrap();
+        assert_eq!(
+            result(&browser, STEP).await.unwrap()["ws"],
+            "echo:keystroke"
+        );
+
+        // The same browser opens V too.
+        let seen = open_from_dashboard(&browser, p, "victim").await.unwrap();
+        assert_eq!(seen["origin"], format!("http://victim.ide.localhost:{p}"));
+        assert_eq!(
+            seen["seen"], "",
+            "V's server sees no gateway or host cookie: {seen}"
+        );
+        assert_eq!(gw.issued.load(Ordering::SeqCst), 2);
+
+        // X's page turns on V and the host.
+        let attack = page(&browser, &format!("http://demo.ide.localhost:{p}/attack"))
+            .await
+            .unwrap();
+        assert_eq!(
+            attack["read_v"], "error: TypeError",
+            "V's page is CORS-blocked: {attack}"
+        );
+        assert_eq!(
+            attack["mint_cors"], "error: TypeError",
+            "the token route's answer is CORS-blocked: {attack}"
+        );
+        assert_eq!(attack["mint_no_cors"], "opaque", "{attack}");
+        assert_eq!(
+            gw.issued.load(Ordering::SeqCst),
+            2,
+            "the token route minted nothing for X's page"
+        );
+        // Chromium counts `demo.ide.localhost` → `localhost` as cross-site; in production,
+        // `{id}.ide.example.com` → `app.example.com` is same-site: only same-origin passes both.
+        assert_eq!(
+            *gw.sites.lock().unwrap(),
+            ["same-origin", "same-origin", "cross-site", "cross-site"]
+        );
+        // The host's cookies are out of X's reach (`Domain=localhost` is refused). Siblings share
+        // the parent `ide.localhost`, which Chromium lets X name in `Domain=` (no public suffix
+        // separates them locally; in production the sandboxes' domain belongs on the Public
+        // Suffix List): X can plant ordinary cookies there, and a forged gateway cookie for V.
+        assert_eq!(
+            attack["cookie"], "planted=2; sgw_ide_victim=forged; own=x",
+            "{attack}"
+        );
+
+        // V still opens (the forged cookie is no credential, the real one still is), and V's
+        // server never sees the gateway's cookies, forged or real, nor the host's.
+        let seen = page(&browser, &format!("http://victim.ide.localhost:{p}/"))
+            .await
+            .unwrap();
+        let v_sees = seen["seen"].as_str().unwrap_or("?");
+        assert!(
+            !v_sees.contains("sgw_ide")
+                && !v_sees.contains("session=")
+                && !v_sees.contains("planted=1"),
+            "{seen}"
+        );
+        browser
+            .goto(&format!("http://localhost:{p}/whoami"))
+            .await
+            .unwrap();
+        let host_sees = page_text(&browser).await;
+        assert_eq!(host_sees, "session=HOST", "the host's cookies are its own");
+
+        // Without the token route's same-origin check, X's page mints links with the user's
+        // session: the count above would catch it.
+        let open = gateway(x, v, false).await;
+        open_from_dashboard(&browser, open.port, "demo")
+            .await
+            .unwrap();
+        assert_eq!(open.issued.load(Ordering::SeqCst), 1);
+        page(
+            &browser,
+            &format!("http://demo.ide.localhost:{}/attack", open.port),
+        )
+        .await
+        .unwrap();
+        assert!(
+            open.issued.load(Ordering::SeqCst) > 1,
+            "an unguarded token route served X's page"
+        );
+
+        browser.close().await.unwrap();
+    }
+
+    /// With the sandboxes one label under `localhost` (`{id}.localhost`), Chromium knows no
+    /// common parent they may name in `Domain=`: siblings cannot set cookies for each other
+    /// either, as under a domain on the Public Suffix List.
+    #[tokio::test]
+    #[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+    async fn sandboxes_one_label_under_localhost_cannot_set_cookies_for_each_other() {
+        let _one = BROWSER_LOCK.lock().await;
+        let mut driver = Driver::start().await;
+        let browser = driver.browser().await;
+        let (x, v) = (sandbox_x().await, sandbox_v().await);
+        let gw = gateway_on(x, v, true, "localhost").await;
+        let p = gw.port;
+        let seen = open_from_dashboard(&browser, p, "demo").await.unwrap();
+        assert_eq!(seen["ws"], "echo:keystroke", "{seen}");
+        assert_eq!(seen["origin"], format!("http://demo.localhost:{p}"));
+        open_from_dashboard(&browser, p, "victim").await.unwrap();
+        let attack = page(&browser, &format!("http://demo.localhost:{p}/attack"))
+            .await
+            .unwrap();
+        assert_eq!(attack["read_v"], "error: TypeError", "{attack}");
+        assert_eq!(attack["cookie"], "own=x", "{attack}");
+        let seen = page(&browser, &format!("http://victim.localhost:{p}/"))
+            .await
+            .unwrap();
+        assert_eq!(seen["seen"], "", "{seen}");
+        assert_eq!(gw.issued.load(Ordering::SeqCst), 2);
+        browser.close().await.unwrap();
+    }
+
+    /// A page on another site auto-submits a form POST to the token route.
+    const CROSS_SITE_FORM: &str = r#"<!doctype html><title>elsewhere</title><body>
+<form id="f" method="POST" action="TARGET"></form>
+<script>document.getElementById('f').submit();</script>"#;
+
+    #[tokio::test]
+    #[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+    async fn cross_site_post_to_the_token_route_is_refused() {
+        let _one = BROWSER_LOCK.lock().await;
+        let mut driver = Driver::start().await;
+        let browser = driver.browser().await;
+        let (x, v) = (sandbox_x().await, sandbox_v().await);
+        let gw = gateway(x, v, true).await;
+        // Logged in on the host.
+        browser
+            .goto(&format!("http://localhost:{}/dash/demo", gw.port))
+            .await
+            .unwrap();
+        let target = format!("http://localhost:{}/api/dev/demo/ide-token", gw.port);
+        let form = CROSS_SITE_FORM.replace("TARGET", &target);
+        let elsewhere = serve(
+            "127.0.0.1:0",
+            Router::new().route("/", get(move || async move { Html(form) })),
+        )
+        .await;
+        browser
+            .goto(&format!("http://127.0.0.1:{}/", elsewhere.port()))
+            .await
+            .unwrap();
+        let mut shown = String::new();
+        for _ in 0..100 {
+            shown = page_text(&browser).await;
+            if !shown.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(shown, "Cross-origin request refused.");
+        assert_eq!(gw.issued.load(Ordering::SeqCst), 0);
+        browser.close().await.unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `gateway` example, run as its own process: its `/ide` page opens the IDE on
+// `demo.ide.localhost:{port}` by default, and on the shared origin under `/__ide/demo/`.
+
+mod gateway_example {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+
+    struct Running(Child);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// `target/debug/examples/gateway`, built by `cargo test` along with the tests (run alone,
+    /// build it first: `cargo build --all-features --example gateway`).
+    fn start_gateway() -> (Running, String) {
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+        let bin = dir
+            .join("examples")
+            .join(format!("gateway{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} not built", bin.display());
+        let mut child = Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0", "--demo-port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the gateway example");
+        let stdout = child.stdout.take().unwrap();
+        let running = Running(child);
+        // Keep reading its output to the end, so its later lines never meet a closed pipe.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(g) = line.strip_prefix("gateway on ") {
+                    let _ = tx.send(g.trim().to_owned());
+                }
+            }
+        });
+        let gateway = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the example names its address");
+        (running, gateway)
+    }
+
+    /// Clicks `button` on the example's `/ide` page; returns the new tab's URL once the demo
+    /// page there shows its WebSocket echo.
+    async fn open(browser: &Client, gateway: &str, button: &str) -> Result<String, String> {
+        browser
+            .goto(&format!("{gateway}/ide"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let home = browser.window().await.map_err(|e| e.to_string())?;
+        let before = browser.windows().await.map_err(|e| e.to_string())?;
+        browser
+            .find(Locator::Id(button))
+            .await
+            .map_err(|e| e.to_string())?
+            .click()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut tab = None;
+        for _ in 0..100 {
+            let windows = browser.windows().await.map_err(|e| e.to_string())?;
+            if let Some(w) = windows
+                .into_iter()
+                .find(|w| *w != home && !before.contains(w))
+            {
+                tab = Some(w);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        browser
+            .switch_to_window(tab.ok_or("no new tab opened")?)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut shown = String::new();
+        for _ in 0..200 {
+            if let Ok(el) = browser.find(Locator::Id("ws")).await {
+                shown = el.text().await.unwrap_or_default();
+                if shown.starts_with("echo:") {
+                    let url = browser.current_url().await.map_err(|e| e.to_string())?;
+                    return Ok(format!("{url} {shown}"));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!(
+            "the IDE page's WebSocket shows {shown:?}; page: {:?}",
+            page_text(browser).await
+        ))
+    }
+
+    #[tokio::test]
+    #[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+    async fn the_gateway_examples_ide_link_opens_the_sandboxs_own_origin() {
+        let _one = BROWSER_LOCK.lock().await;
+        let (_running, gateway) = start_gateway();
+        let port = gateway.rsplit(':').next().unwrap().to_owned();
+        let mut driver = Driver::start().await;
+        let browser = driver.browser().await;
+
+        let seen = open(&browser, &gateway, "open").await.unwrap();
+        assert_eq!(
+            seen,
+            format!("http://demo.ide.localhost:{port}/ echo: hello through the gateway")
+        );
+        let seen = open(&browser, &gateway, "open-shared").await.unwrap();
+        assert_eq!(
+            seen,
+            format!("{gateway}/__ide/demo/ echo: hello through the gateway")
+        );
+        browser.close().await.unwrap();
+    }
+}

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -15,7 +14,7 @@ use sandbox_gateway::auth::{
 };
 use sandbox_gateway::proxy::ReverseProxy;
 use sandbox_gateway::route::{RouteError, RouteLayer, Upstream};
-use tower::{service_fn, ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 
 /// The signing key: `GATEWAY_IDE_KEY` (≥ 32 bytes, shared by every replica) or a random one.
 pub fn signer() -> Result<TokenSigner, Box<dyn std::error::Error>> {
@@ -40,8 +39,8 @@ pub struct IdeRoutes {
 ///
 /// The token route stands for the host's own authenticated API: a real host checks its session
 /// (or `Authorization: Bearer`) and that the user owns the sandbox before issuing a token. It
-/// answers same-origin requests only: a sandbox's page on `demo.ide.localhost` is same-site with
-/// `localhost` and must not mint links.
+/// answers same-origin requests only: a sandbox's page must not mint links, and on
+/// `{id}.ide.example.com` it would be same-site with `app.example.com`.
 pub fn routes(
     signer: TokenSigner,
     sandbox: Upstream,
@@ -106,16 +105,4 @@ pub fn routes(
         pages,
         sandbox_host,
     })
-}
-
-/// Sends requests for a sandbox's own host to `sandbox_host`, everything else to `host_app`.
-pub fn by_host(hosts: SandboxHosts, sandbox_host: Router, host_app: Router) -> Router {
-    Router::new().fallback_service(service_fn(move |req: Request| {
-        let side = if hosts.sandbox_id(&req).is_some() {
-            sandbox_host.clone()
-        } else {
-            host_app.clone()
-        };
-        async move { side.oneshot(req).await }
-    }))
 }

@@ -263,7 +263,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .route_service("/absproxy/{*rest}", abs_previews)
         .fallback_service(previews)
         .layer(preview_by_host);
-    let app = ide::by_host(ide_hosts, ide.sandbox_host, host_app)
+    // A sandbox's own host gets the IDE's bootstrap and tunnel, never the host's routes.
+    let app = Router::new()
+        .fallback_service(ide_hosts.split(ide.sandbox_host, host_app))
         .layer(isolation)
         .layer(hosts)
         .layer(middleware::map_request(client_addr));

@@ -104,14 +104,20 @@ impl PathPattern {
 ///
 /// A browser tab cannot carry `Authorization: Bearer`, so the host's own authenticated route
 /// issues a short-lived token ([`TokenSigner::issue`]) and hands out
-/// `/api/dev/{id}/ide?token=…` ([`bootstrap_url`]). Opening it, `Bootstrap`:
+/// `/api/dev/{id}/ide?token=…` ([`bootstrap_url`]), on the host's origin or, with
+/// [`SandboxHosts`](super::SandboxHosts), on the sandbox's own (`SandboxHosts::url`). Opening it,
+/// `Bootstrap`:
 ///
-/// 1. matches the path against its pattern (default `/api/dev/{id}/ide`; `404` otherwise) and
-///    accepts `GET` only (`405` otherwise, so link previewers sending `HEAD` do not spend it);
-/// 2. verifies the `token` query parameter for that sandbox id with [`Audience::Bootstrap`];
+/// 1. matches the path against its pattern (default `/api/dev/{id}/ide`; `404` otherwise, and on
+///    a sandbox's own host also when the id in the path is not the Host's) and accepts `GET` only
+///    (`405` otherwise, so link previewers sending `HEAD` do not spend it);
+/// 2. verifies the `token` query parameter for that sandbox id with [`Audience::Bootstrap`], then
+///    runs the [`check_subject`](BootstrapBuilder::check_subject) hook, if any;
 /// 3. records its nonce in the [`NonceStore`] until it expires: each token works once;
-/// 4. answers `303 See Other` to the tunnel, `/__ide/{id}/` (without the token), with the cookie
-///    described by [`CookieConfig`], whose value is a fresh token with [`Audience::Cookie`].
+/// 4. answers `303 See Other` into the tunnel (without the token) — `/__ide/{id}/` on the shared
+///    origin, `/` on the sandbox's own host — with the cookie described by [`CookieConfig`]
+///    (host-only there), whose value is a fresh token with [`Audience::Cookie`] carrying the
+///    link's subject.
 ///
 /// Every answer carries `Cache-Control: no-store` and `Referrer-Policy: no-referrer`, so the token
 /// in the URL is neither cached nor sent on as a referrer. A missing, bad, expired or spent token

@@ -239,7 +239,8 @@ impl CookieConfig {
         CookieConfigBuilder::default()
     }
 
-    /// The tunnel mount of sandbox `id`: `{prefix}/{id}/`, the 303 target and the cookie `Path`.
+    /// The tunnel mount of sandbox `id` on the shared origin: `{prefix}/{id}/`, the 303 target and
+    /// the cookie `Path` there (on a sandbox's own host both are `/`).
     pub fn mount(&self, id: &str) -> String {
         format!("{}/{}/", self.tunnel_prefix, id)
     }

@@ -40,19 +40,19 @@
 //!
 //! Mount the shared-origin tunnel with `route_service("/__ide/{*rest}", …)`: the guard reads the
 //! sandbox id from the full path, which `nest_service` would strip. Send requests whose Host is a
-//! sandbox's ([`SandboxHosts::sandbox_id`]) to a router holding only the bootstrap and the tunnel
-//! (as its fallback), so the host's own routes are never served on a sandbox's origin.
+//! sandbox's to a router holding only the bootstrap and the tunnel (as its fallback) with
+//! [`SandboxHosts::split`], so the host's own routes are never served on a sandbox's origin.
 //!
 //! ```
 //! use std::{collections::HashMap, sync::Arc, time::Duration};
-//! use axum::{body::Body, extract::Request, http::{request::Parts, StatusCode}, routing::post, Json, Router};
+//! use axum::{body::Body, http::{request::Parts, StatusCode}, routing::post, Json, Router};
 //! use sandbox_gateway::auth::{
 //!     bootstrap_url, is_same_origin_request, Bootstrap, CookieConfig, SandboxHosts, TokenSigner,
 //!     TunnelAuthLayer, TunnelResolver,
 //! };
 //! use sandbox_gateway::proxy::ReverseProxy;
 //! use sandbox_gateway::route::{RouteError, RouteLayer, Upstream};
-//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower::ServiceBuilder;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // At least 32 random bytes, shared by every replica.
@@ -92,10 +92,7 @@
 //! let sandbox_side: Router = Router::new()
 //!     .route_service("/api/dev/{id}/ide", bootstrap)
 //!     .fallback_service(tunnel);
-//! let app: Router = Router::new().fallback_service(service_fn(move |req: Request| {
-//!     let side = if hosts.sandbox_id(&req).is_some() { sandbox_side.clone() } else { host_side.clone() };
-//!     async move { side.oneshot(req).await }
-//! }));
+//! let app: Router = Router::new().fallback_service(hosts.split(sandbox_side, host_side));
 //! # let _ = app;
 //! # Ok(()) }
 //! ```
@@ -105,7 +102,7 @@
 //! [`BootstrapBuilder::check_subject`]: crate::auth::BootstrapBuilder::check_subject
 //! [`TunnelResolver`]: crate::auth::TunnelResolver
 //! [`SandboxHosts`]: crate::auth::SandboxHosts
-//! [`SandboxHosts::sandbox_id`]: crate::auth::SandboxHosts::sandbox_id
+//! [`SandboxHosts::split`]: crate::auth::SandboxHosts::split
 //! [`SecureCookie::Auto`]: crate::auth::SecureCookie::Auto
 //! [`is_same_origin_request`]: crate::auth::is_same_origin_request
 //! [`TokenSigner::with_previous_key`]: crate::auth::TokenSigner::with_previous_key
@@ -126,6 +123,7 @@ mod redis_store;
 mod resolve;
 mod same_origin;
 mod sandbox_hosts;
+mod split;
 mod token;
 mod tunnel;
 
@@ -141,6 +139,7 @@ pub use redis_store::RedisNonceStore;
 pub use resolve::{TunnelResolveFuture, TunnelResolver};
 pub use same_origin::is_same_origin_request;
 pub use sandbox_hosts::SandboxHosts;
+pub use split::{SplitByHost, SplitFuture};
 pub use token::{
     Audience, Claims, IssueError, KeyError, TokenError, TokenSigner, MAX_SUBJECT_LEN, MIN_KEY_LEN,
 };

@@ -9,9 +9,9 @@ use crate::proxy::OriginCheck;
 /// authentication, so that no other page can mint a link with the user's session.
 ///
 /// - With `Sec-Fetch-Site` (every current browser sends it), only `same-origin` passes.
-///   `same-site` is refused on purpose: `demo.ide.localhost` is same-site with `localhost`, and
-///   `{id}.ide.example.com` with `app.example.com`, so a sandbox's page would pass a same-site
-///   check.
+///   `same-site` is refused on purpose: `{id}.ide.example.com` is same-site with
+///   `app.example.com`, so a sandbox's page would pass a same-site check. (Chromium counts
+///   `{id}.ide.localhost` → `localhost` as `cross-site`, but sibling sandboxes as same-site.)
 /// - Otherwise, with `Origin`, its host and port must be the ones the request was addressed to
 ///   (the rule of [`OriginCheck::SameOrigin`]).
 /// - With neither, the request passes: it came from no browser page (`curl`, a server), so it

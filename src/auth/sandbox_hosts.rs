@@ -36,7 +36,13 @@ use crate::route::{HostPattern, RouteError};
 /// registrable domain can set cookies for the whole domain (`Domain=example-sandbox.net`), which
 /// the browser then sends to every sibling, so one sandbox could plant cookies in another; under a
 /// public suffix, browsers refuse such cookies. Locally, `*.localhost` resolves to loopback in
-/// browsers and is a secure context.
+/// browsers and is a secure context; there `ide.localhost` is the sandboxes' common parent, and
+/// Chromium accepts `Domain=ide.localhost` cookies from any of them (never `Domain=localhost`, so
+/// the host's cookies stay out of reach). A pattern one label under `localhost`, `{id}.localhost`,
+/// leaves siblings no common parent to name, as a public suffix would (beware of host routes
+/// such as `{port}.localhost` on the same gateway). The gateway's own cookie holds either way:
+/// its value is signed and bound to the sandbox id, and over HTTPS its `__Host-` name cannot be
+/// set with `Domain` at all.
 ///
 /// ```
 /// use sandbox_gateway::auth::SandboxHosts;
