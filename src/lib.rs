@@ -42,7 +42,7 @@
 //! |---|---|
 //! | [`proxy`] | [`ReverseProxy`](proxy::ReverseProxy): streaming, hop-by-hop, upgrades, errors as answers |
 //! | [`route`] | [`Target`](route::Target), [`Resolve`](route::Resolve), [`PathMount`](route::PathMount), [`HostRoute`](route::HostRoute) / [`HostPattern`](route::HostPattern), [`is_bad_port`](route::is_bad_port), path checks |
-//! | [`rewrite`] | [`RewriteLayer`](rewrite::RewriteLayer): Host / Origin policies, Forwarded + X-Forwarded-* with trusted peers, Location / Set-Cookie mapped back under a mount |
+//! | [`rewrite`] | [`RewriteLayer`](rewrite::RewriteLayer): Host / Origin policies, X-Forwarded-* (RFC 7239 Forwarded on request) with trusted peers, Location / Set-Cookie mapped back under a mount |
 //! | [`connect`] | [`Connector`](connect::Connector), [`LocalhostResolver`](connect::LocalhostResolver): both loopbacks, TLS + ALPN |
 //! | [`sse`] | [`SseLayer`](sse::SseLayer): event streams unbuffered, uncompressed, kept alive |
 //! | [`cors`] | [`CorsLayer`](cors::CorsLayer): proxy-safe CORS, preflights, Private Network Access |
