@@ -71,10 +71,17 @@ fn installed(what: &str, entry: &str) -> PathBuf {
     path
 }
 
-/// A free port on loopback, for programs that must be told theirs before they start.
+/// A port free on both loopbacks, for programs that must be told theirs before they start (Vite
+/// binds `localhost`, which Node may resolve to either).
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    for _ in 0..50 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("::1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and [::1] in 50 tries");
 }
 
 /// code-server with `--auth none` on a free port of 127.0.0.1, a workspace of two files.
