@@ -123,7 +123,7 @@ async fn run() -> Result<(), Error> {
     println!("  http://{addr}/proxy/{}/", ports[0]);
     println!("  http://{}.localhost:{}/", ports[0], addr.port());
     // HTTP/1.1 + HTTP/2 with header and idle timeouts and connection caps; each request carries
-    // the peer's address to the rewrite layer (`Forwarded: for=`, `X-Forwarded-For`). Ctrl-C lets
+    // the peer's address to the rewrite layer (`X-Forwarded-For`). Ctrl-C lets
     // requests in flight finish.
     Server::builder()
         .build()?

@@ -20,7 +20,7 @@
 //!    ├─ {port}.localhost           route::RouteLayer(HostRoute) ─► rewrite ─► proxy
 //!    │                               │ a route::Target resolved once,  │ Host/Origin     │ streams bodies, strips
 //!    │                               │ carried by the request          │ policies,       │ hop-by-hop, splices
-//!    │                               ▼                                 │ Forwarded,      │ WebSocket upgrades to
+//!    │                               ▼                                 │ X-Forwarded-*,  │ WebSocket upgrades to
 //!    │                            paths checked: no `..`, `%2f`, `\`   │ Location and    │ that same target
 //!    │                            bad ports refused at start-up        │ Set-Cookie      ▼
 //!    │                                                                 │ under the mount
@@ -44,7 +44,7 @@
 //! |---|---|
 //! | [`proxy`] | [`ReverseProxy`](proxy::ReverseProxy): streaming, hop-by-hop, upgrades (WebSocket only by default), errors as answers |
 //! | [`route`] | [`Target`](route::Target), [`Resolve`](route::Resolve), [`PathMount`](route::PathMount), [`HostRoute`](route::HostRoute) / [`HostPattern`](route::HostPattern), [`is_bad_port`](route::is_bad_port), path checks |
-//! | [`rewrite`] | [`RewriteLayer`](rewrite::RewriteLayer): Host / Origin policies, Forwarded + X-Forwarded-* with trusted peers, Location / Set-Cookie mapped back under a mount, the [`CookieFirewall`](rewrite::CookieFirewall) and the filter on sandbox answers |
+//! | [`rewrite`] | [`RewriteLayer`](rewrite::RewriteLayer): Host / Origin policies, X-Forwarded-* (RFC 7239 Forwarded on request) with trusted peers, Location / Set-Cookie mapped back under a mount, the [`CookieFirewall`](rewrite::CookieFirewall) and the filter on sandbox answers |
 //! | [`connect`] | [`Connector`](connect::Connector), [`LocalhostResolver`](connect::LocalhostResolver): both loopbacks, TLS + ALPN |
 //! | [`sse`] | [`SseLayer`](sse::SseLayer): event streams unbuffered, uncompressed, kept alive |
 //! | [`cors`] | [`CorsLayer`](cors::CorsLayer): proxy-safe CORS, preflights, Private Network Access |

@@ -194,7 +194,7 @@ async fn forwarded_headers_by_trust() {
         let mount = PathMount::strip("/proxy").allow_port(p);
         let gw = gateway(
             "127.0.0.1:0",
-            stack(mount, RewriteLayer::new().trust(trust)),
+            stack(mount, RewriteLayer::new().trust(trust).forwarded(true)),
             false,
         )
         .await;
@@ -226,12 +226,32 @@ async fn forwarded_headers_by_trust() {
 }
 
 #[tokio::test]
+async fn x_forwarded_by_default_and_forwarded_only_on_request() {
+    // What nginx and node's proxies send: X-Forwarded-* only. A client's Forwarded is dropped
+    // all the same, so an upstream that reads it first cannot be lied to.
+    let up = echo_upstream("127.0.0.1:0").await;
+    let p = up.port();
+    let mount = PathMount::strip("/proxy").allow_port(p);
+    let gw = gateway("127.0.0.1:0", stack(mount, RewriteLayer::new()), false).await;
+    let echo = echoed(gw, &format!("/proxy/{p}/x"), SPOOFED).await;
+    assert_eq!(hdr(&echo, "forwarded"), None);
+    assert_eq!(hdr(&echo, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(hdr(&echo, "x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(hdr(&echo, "x-forwarded-host"), Some(gw.to_string()));
+    assert_eq!(
+        hdr(&echo, "x-forwarded-prefix"),
+        Some(format!("/proxy/{p}"))
+    );
+}
+
+#[tokio::test]
 async fn unknown_peer_is_never_trusted() {
     // A server that inserts no ClientAddr: the client is unknown, even with loopback trusted.
     let up = echo_upstream("127.0.0.1:0").await;
     let p = up.port();
     let mount = PathMount::strip("/proxy").allow_port(p);
-    let gw = support::serve(stack(mount, RewriteLayer::new().trust(Trust::Loopback))).await;
+    let layer = RewriteLayer::new().trust(Trust::Loopback).forwarded(true);
+    let gw = support::serve(stack(mount, layer)).await;
     let echo = echoed(gw, &format!("/proxy/{p}/"), SPOOFED).await;
     assert_eq!(hdr(&echo, "x-forwarded-for"), None);
     assert_eq!(hdr(&echo, "x-forwarded-host"), Some(gw.to_string()));
@@ -247,6 +267,7 @@ async fn ipv6_client_is_quoted_in_forwarded() {
     let p = up.port();
     let mount = PathMount::strip("/proxy").allow_port(p);
     let layer = RewriteLayer::new()
+        .forwarded(true)
         .client_identity(ClientIdentity::IpAndPort)
         .forwarded_by(Node::obfuscated("_gw").unwrap());
     let gw = gateway("[::1]:0", stack(mount, layer), true).await;

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --example gateway -- [--listen ADDR] [--demo-port P] [--allow-port Q]...
 //!     [--tls-cert CERT.pem --tls-key KEY.pem]
+//!     [--ide-sandbox HOST:PORT]
 //! ```
 //!
 //! Starts a demo dev server bound to `[::1]:P` only (as Vite binds `localhost` on modern Node) and
@@ -10,9 +11,12 @@
 //! `localhost:{P}`: both loopbacks are raced, so the IPv6-only server is found without `--host`.
 //! `--allow-port` adds ports that `/proxy/{port}/` may reach besides the demo's. The same dev servers
 //! are also served by Host at `http://{port}.localhost:{gateway port}/` (browsers resolve
-//! `*.localhost` to loopback). Both paths rewrite what the sandbox and the browser see: Forwarded and
-//! X-Forwarded-* headers, and redirects and cookies mapped back under `/proxy/{port}/`. The runtime
-//! honours `TOKIO_WORKER_THREADS`.
+//! `*.localhost` to loopback). `/absproxy/{port}/…` reaches the same ports with the prefix kept, for
+//! dev servers told that base (Vite: `base: "/absproxy/{port}/"`). Every path rewrites what the
+//! sandbox and the browser see: X-Forwarded-* headers, and redirects and cookies mapped back under
+//! the mount. The IDE flow (`/ide`) opens the demo dev server as sandbox `demo`; `--ide-sandbox`
+//! points it at a real IDE instead, such as code-server. The runtime honours
+//! `TOKIO_WORKER_THREADS`.
 //!
 //! The gateway is served by `sandbox_gateway::serve::Server`: HTTP/1.1 and HTTP/2, header-read and
 //! idle timeouts, connection caps per client, and on Ctrl-C a graceful shutdown that lets requests
@@ -49,10 +53,12 @@ struct Args {
     allow_hosts: Vec<String>,
     tls_cert: Option<String>,
     tls_key: Option<String>,
+    ide_sandbox: Option<String>,
 }
 
 const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-port Q]... \
-[--allow-origin ORIGIN]... [--allow-host NAME]... [--tls-cert CERT.pem --tls-key KEY.pem]
+[--allow-origin ORIGIN]... [--allow-host NAME]... [--tls-cert CERT.pem --tls-key KEY.pem] \
+[--ide-sandbox HOST:PORT]
 
   --listen ADDR          where the gateway listens (default 127.0.0.1:8080)
   --demo-port P          the demo sandbox's port on [::1] (default 5173)
@@ -63,7 +69,11 @@ const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-por
   --allow-host NAME      a Host the gateway answers besides loopback names; *.suffix allowed
                          (repeatable)
   --tls-cert CERT.pem    serve HTTPS with this certificate chain (PEM; needs --tls-key)
-  --tls-key KEY.pem      the certificate's private key (PEM)";
+  --tls-key KEY.pem      the certificate's private key (PEM)
+  --ide-sandbox HOST:PORT
+                         the IDE that sandbox demo opens from /ide, e.g. code-server started
+                         with `code-server --auth none --bind-addr localhost:8081` (default:
+                         the demo dev server)";
 
 /// The CORS origins used when no `--allow-origin` is given: WebContainer apps.
 const DEFAULT_ORIGINS: &[&str] = &["https://*.webcontainer-api.io"];
@@ -77,6 +87,7 @@ fn parse_args() -> Result<Args, String> {
         allow_hosts: Vec::new(),
         tls_cert: None,
         tls_key: None,
+        ide_sandbox: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -105,6 +116,7 @@ fn parse_args() -> Result<Args, String> {
             "--allow-host" => args.allow_hosts.push(value("--allow-host")?),
             "--tls-cert" => args.tls_cert = Some(value("--tls-cert")?),
             "--tls-key" => args.tls_key = Some(value("--tls-key")?),
+            "--ide-sandbox" => args.ide_sandbox = Some(value("--ide-sandbox")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -182,6 +194,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .layer(RewriteLayer::new())
         .service(proxy.clone());
 
+    // `/absproxy/{port}/…` → the same ports with the prefix kept, for dev servers told their base
+    // (Vite's `base: "/absproxy/{port}/"`), whose root-relative URLs then stay under the mount.
+    let abs_previews = ServiceBuilder::new()
+        .layer(SseLayer::new())
+        .layer(RouteLayer::new(
+            PathMount::keep("/absproxy").allow_ports(ports.iter().copied()),
+        ))
+        .layer(RewriteLayer::new())
+        .service(proxy.clone());
+
     // `http://{port}.localhost:{gw port}/…` → the dev server on localhost:{port}.
     let by_host = HostRoute::ports("{port}.localhost".parse::<HostPattern>()?, "port")?
         .allow_ports(ports.iter().copied());
@@ -219,7 +241,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // The host page and everything it loads are cross-origin isolated (COOP + COEP credentialless).
     let isolation = IsolationLayer::new();
 
-    let sandbox = format!("http://localhost:{port}").parse()?;
+    let sandbox = match &args.ide_sandbox {
+        Some(addr) => format!("http://{addr}")
+            .parse()
+            .map_err(|e| format!("--ide-sandbox: `{addr}` is not HOST:PORT: {e}"))?,
+        None => format!("http://localhost:{port}").parse()?,
+    };
     // The IDE of sandbox `demo` on a host of its own, `demo.ide.localhost:{gw port}`, and on the
     // shared origin under `/__ide/demo/`.
     let ide_hosts =
@@ -239,6 +266,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .merge(llm_token)
         .merge(api_proxy)
         .merge(ide.pages)
+        .route_service("/absproxy/{*rest}", abs_previews)
         .fallback_service(previews)
         .layer(preview_by_host);
     // A sandbox's own host gets the IDE's bootstrap and tunnel, never the host's routes.
@@ -259,6 +287,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         llm.addr.port()
     );
     println!("\nports reachable through /proxy/{{port}}/: {ports:?}");
+    println!(
+        "the same ports with the prefix kept (a dev server told its base, e.g. Vite's `base`): /absproxy/{{port}}/"
+    );
     println!(
         "the same ports by Host: {scheme}://{{port}}.localhost:{}/ (e.g. {scheme}://{port}.localhost:{}/)",
         gw.port(),

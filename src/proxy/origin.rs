@@ -23,9 +23,12 @@ use http::uri::Authority;
 pub enum OriginCheck {
     /// No check.
     Off,
-    /// The Origin's host and port must equal the host and port the browser used: `Forwarded: host=`,
-    /// else `X-Forwarded-Host`, else `Host` (code-server's rule). Host names compare
-    /// case-insensitively; a missing port is the default port of the Origin's scheme. The default.
+    /// The Origin's host and port must equal the host and port the browser used: `Forwarded: host=`
+    /// (its quotes removed, as RFC 7239 reads it), else `X-Forwarded-Host`, else `Host`, the order
+    /// code-server reads them in. Behind [`RewriteLayer`](crate::rewrite::RewriteLayer) these are
+    /// the browser's own `Host` (a client's copies are replaced unless its peer is trusted). Host
+    /// names compare case-insensitively; a missing port is the default port of the Origin's scheme.
+    /// The default.
     #[default]
     SameOrigin,
     /// The Origin must be one of these: exact origins (`https://app.example.com`) or subdomain

@@ -34,8 +34,9 @@ static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pre
 ///
 /// The defaults ([`RewriteLayer::new`]):
 /// - Host: [`HostPolicy::Preserve`]; Origin: [`OriginPolicy::PassThroughIfPresent`];
-/// - `Forwarded`, `X-Forwarded-For`, `-Proto`, `-Host` and (under a mount) `-Prefix` are set, no
-///   peer trusted ([`Trust::None`]): whatever the client sent in them is dropped;
+/// - `X-Forwarded-For`, `-Proto`, `-Host` and (under a mount) `-Prefix` are set, no peer trusted
+///   ([`Trust::None`]): whatever the client sent in them, and in `Forwarded`, is dropped;
+/// - `Forwarded` (RFC 7239) is not sent unless [asked for](RewriteLayer::forwarded): see there why;
 /// - under a mount, responses are mapped back under it; cookie `Domain`s are dropped;
 /// - on routed requests, the [`CookieFirewall`] (the sandbox gets only its own cookies, namespaced
 ///   per route) and [`sandbox_responses`](RewriteLayer::sandbox_responses) (no `Clear-Site-Data`,
@@ -85,7 +86,7 @@ impl Default for Config {
             host: HostPolicy::default(),
             origin: OriginPolicy::default(),
             trust: Trust::default(),
-            forwarded: true,
+            forwarded: false,
             x_forwarded_for: true,
             x_forwarded_proto: true,
             x_forwarded_host: true,
@@ -129,7 +130,15 @@ impl RewriteLayer {
         self.with(|c| c.trust = trust)
     }
 
-    /// Whether to send `Forwarded` (RFC 7239; default on).
+    /// Whether to send `Forwarded` (RFC 7239; default off).
+    ///
+    /// Off by default because upstreams as they ship do not all parse it: RFC 7239 requires a
+    /// `host=` with a port to be quoted (`host="gw.example:8080"`), and code-server 4 compares the
+    /// quoted text, quotes included, with the WebSocket's `Origin`, so every upgrade is refused (403)
+    /// and the workbench fails to connect. Upstreams read `Forwarded` before `X-Forwarded-*`, so
+    /// sending both does not help. nginx, node's http-proxy (`xfwd`), Vite's proxy and code-server's
+    /// own proxy send `X-Forwarded-*` only; this layer does the same unless told otherwise. A
+    /// `Forwarded` from an untrusted client is dropped either way.
     pub fn forwarded(self, on: bool) -> Self {
         self.with(|c| c.forwarded = on)
     }
@@ -536,7 +545,9 @@ mod tests {
             .insert(ClientAddr("[2001:db8::1]:5000".parse().unwrap()));
         req.extensions_mut().insert(ClientTls);
         let (seen, _) = run(
-            RewriteLayer::new().host(HostPolicy::Upstream),
+            RewriteLayer::new()
+                .host(HostPolicy::Upstream)
+                .forwarded(true),
             req,
             &[],
             StatusCode::OK,
@@ -562,7 +573,8 @@ mod tests {
             .unwrap();
         let layer = RewriteLayer::new()
             .host(HostPolicy::Upstream)
-            .origin(OriginPolicy::RewriteToUpstream);
+            .origin(OriginPolicy::RewriteToUpstream)
+            .forwarded(true);
         let (seen, res) = run(
             layer,
             req,

@@ -7,7 +7,8 @@
 //! RouteLayer ─► RewriteLayer ─► ReverseProxy
 //!  Target in      request: names listed in Connection dropped first,
 //!  extensions              Host (HostPolicy), Origin (OriginPolicy),
-//!                          Forwarded + X-Forwarded-For/-Proto/-Host/-Prefix (Trust, ClientAddr),
+//!                          X-Forwarded-For/-Proto/-Host/-Prefix, Forwarded on request
+//!                          (Trust, ClientAddr),
 //!                          Cookie: only the route's own cookies (CookieFirewall)
 //!                 response under a mount: Location, Content-Location, Refresh,
 //!                          Set-Cookie Path (CookiePath) and Domain (CookieDomain)
@@ -21,7 +22,10 @@
 //!   used and the mount prefix. The client is the request's [`ClientAddr`] (insert it in your
 //!   server; see its docs for hyper and axum); the protocol is `https` when the request carries
 //!   [`ClientTls`]. Headers from a [trusted](Trust) peer are kept and this hop appended; from
-//!   anyone else they are dropped and replaced, so a browser cannot spoof them.
+//!   anyone else they are dropped and replaced, so a browser cannot spoof them. `X-Forwarded-*` is
+//!   sent by default and RFC 7239's `Forwarded` only [on request](RewriteLayer::forwarded), as
+//!   nginx and node's proxies do: code-server 4 misreads its quoted `host=` and refuses every
+//!   WebSocket.
 //! - **Under a mount** (`/proxy/5173`, `/__ide/demo`), an upstream that redirects to `/login` or
 //!   sets a cookie on `Path=/` would send the browser out of the mount. Root-relative and
 //!   upstream-absolute URLs are mapped back under it, cookie paths scoped to it, and several
