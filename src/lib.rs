@@ -105,6 +105,7 @@ pub mod rewrite;
 pub mod route;
 pub mod sse;
 
+mod metrics;
 mod util;
 
 #[cfg(doctest)]

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example gateway -- [--listen ADDR] [--demo-port P] [--allow-port Q]...
+//! cargo run --example gateway --features metrics   # and the crate's counters at /metrics
 //! ```
 //!
 //! Starts a demo dev server bound to `[::1]:P` only (as Vite binds `localhost` on modern Node) and
@@ -12,10 +13,15 @@
 //! `*.localhost` to loopback). Both paths rewrite what the sandbox and the browser see: Forwarded and
 //! X-Forwarded-* headers, and redirects and cookies mapped back under `/proxy/{port}/`. The runtime
 //! honours `TOKIO_WORKER_THREADS`.
+//!
+//! `/metrics` (loopback peers only) serves what the gateway counted in Prometheus text; `--no-demo`
+//! leaves the demo sandbox stopped (its port then needs `--demo-port`), so the self-check page at `/`
+//! shows what a visitor sees when a sandbox is down.
 
 mod demo;
 mod ide;
 mod llm;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -42,10 +48,11 @@ struct Args {
     allow_ports: Vec<u16>,
     allow_origins: Vec<String>,
     allow_hosts: Vec<String>,
+    no_demo: bool,
 }
 
 const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-port Q]... \
-[--allow-origin ORIGIN]... [--allow-host NAME]...
+[--allow-origin ORIGIN]... [--allow-host NAME]... [--no-demo]
 
   --listen ADDR          where the gateway listens (default 127.0.0.1:8080)
   --demo-port P          the demo sandbox's port on [::1] (default 5173)
@@ -54,7 +61,9 @@ const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-por
                          https://*.webcontainer-api.io allowed (repeatable;
                          default https://*.webcontainer-api.io)
   --allow-host NAME      a Host the gateway answers besides loopback names; *.suffix allowed
-                         (repeatable)";
+                         (repeatable)
+  --no-demo              do not start the demo sandbox (needs --demo-port): the gateway
+                         still routes to its port, so its pages show a stopped sandbox";
 
 /// The CORS origins used when no `--allow-origin` is given: WebContainer apps.
 const DEFAULT_ORIGINS: &[&str] = &["https://*.webcontainer-api.io"];
@@ -66,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
         allow_ports: Vec::new(),
         allow_origins: Vec::new(),
         allow_hosts: Vec::new(),
+        no_demo: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -92,12 +102,16 @@ fn parse_args() -> Result<Args, String> {
             }
             "--allow-origin" => args.allow_origins.push(value("--allow-origin")?),
             "--allow-host" => args.allow_hosts.push(value("--allow-host")?),
+            "--no-demo" => args.no_demo = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
+    }
+    if args.no_demo && args.demo_port == 0 {
+        return Err("--no-demo needs --demo-port P (a port other than 0)".to_owned());
     }
     Ok(args)
 }
@@ -133,12 +147,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let demo = demo::start(args.demo_port).await.map_err(|e| {
-        format!(
-            "cannot start the demo sandbox on [::1]:{}: {e}",
-            args.demo_port
-        )
-    })?;
+    let demo = if args.no_demo {
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, args.demo_port))
+    } else {
+        demo::start(args.demo_port).await.map_err(|e| {
+            format!(
+                "cannot start the demo sandbox on [::1]:{}: {e}",
+                args.demo_port
+            )
+        })?
+    };
+    let counted = metrics::install()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -230,13 +249,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .nest("/api", ide_api)
         .nest_service("/api/proxy", api_proxy)
         .merge(ide_pages)
+        .merge(metrics::route(counted))
         .fallback_service(previews)
         .layer(preview_by_host)
         .layer(isolation)
         .layer(hosts)
         .layer(middleware::map_request(client_addr));
 
-    println!("demo sandbox (dev server) on http://{demo} (IPv6 loopback only)");
+    if args.no_demo {
+        println!(
+            "demo sandbox not started (--no-demo); its port is {}",
+            demo.port()
+        );
+    } else {
+        println!("demo sandbox (dev server) on http://{demo} (IPv6 loopback only)");
+    }
     println!("gateway on http://{gw}\n");
     println!("try:");
     for (path, what) in links(port) {
@@ -252,6 +279,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "the same ports by Host: http://{{port}}.localhost:{}/ (e.g. http://{port}.localhost:{}/)",
         gw.port(),
         gw.port()
+    );
+    println!(
+        "metrics (Prometheus text, loopback peers only): http://{gw}/metrics{}",
+        if cfg!(feature = "metrics") {
+            ""
+        } else {
+            " (the gateway's own series need --features metrics)"
+        }
     );
     println!("CORS origins allowed on /api/: {:?}", args.allow_origins);
     println!(

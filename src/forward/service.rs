@@ -441,7 +441,8 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         let heartbeat = shared.heartbeat;
-        let boxed: Forwarding = Box::pin(async move { Ok(shared.forward(req).await) });
+        let boxed: Forwarding =
+            Box::pin(async move { Ok(crate::metrics::request("api", shared.forward(req)).await) });
         ResponseFuture {
             inner: crate::sse::ResponseFuture::new(boxed, heartbeat),
         }
