@@ -355,14 +355,17 @@ fn links(port: u16) -> Vec<(String, &'static str)> {
     ]
 }
 
+/// Where the self-check page links a failed check to (a README section by anchor).
+const DOCS: &str = "https://github.com/sandbox-gateway/sandbox-gateway/blob/main/README.md";
+
+/// The index: the self-check that runs in the visitor's browser, then the list of pages.
 fn index_page(port: u16) -> String {
     let items: String = links(port)
         .into_iter()
         .map(|(path, what)| format!("<li><a href=\"{path}\">{path}</a> — {what}</li>\n"))
         .collect();
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sandbox-gateway</title></head>\
-         <body><h1>sandbox-gateway demo</h1><p>A demo dev server listens on <code>[::1]:{port}</code> only; \
-         the gateway reaches it through <code>localhost:{port}</code>.</p><ul>\n{items}</ul></body></html>"
-    )
+    include_str!("selfcheck.html")
+        .replace("{{PORT}}", &port.to_string())
+        .replace("{{DOCS}}", DOCS)
+        .replace("{{LINKS}}", &items)
 }
