@@ -1,6 +1,7 @@
 //! The `gateway` example's `/metrics`, scraped from its own process: a proxied request, a refused
-//! Host, a WebSocket and a failed upstream are each counted once, and the tunnel gauge is back to
-//! zero once the WebSocket is closed. `/metrics` answers loopback peers only.
+//! Host, a WebSocket, a failed upstream, a refused CORS preflight and an IDE link used twice are
+//! each counted once, and the tunnel gauge is back to zero once the WebSocket is closed.
+//! `/metrics` answers loopback peers only.
 #![cfg(all(
     feature = "metrics",
     feature = "auth",
@@ -97,6 +98,25 @@ async fn metrics_count_each_outcome_once() {
     // An upstream that is not there.
     let (status, body) = get(&gw, &format!("/proxy/{dead}/"), &host).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    // A CORS preflight from an origin not allowed.
+    let preflight = Request::options(format!("{}/api/proxy/demo-llm/chat/completions", gw.url))
+        .header(header::ORIGIN, "https://attacker.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .body(empty())
+        .unwrap();
+    let res = within(10, client().request(preflight)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // An IDE link used once, then again.
+    let mint = Request::post(format!("{}/api/dev/demo/ide-token", gw.url))
+        .body(empty())
+        .unwrap();
+    let minted = text(within(10, client().request(mint)).await.unwrap()).await;
+    let link: serde_json::Value = serde_json::from_str(&minted).unwrap();
+    let link = link["url"].as_str().unwrap().to_owned();
+    let (status, body) = get(&gw, &link, &host).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let (status, body) = get(&gw, &link, &host).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
     // A WebSocket through the proxy: open, echoed, counted as an open tunnel.
     let (mut ws, _) = within(
@@ -150,6 +170,19 @@ async fn metrics_count_each_outcome_once() {
     );
     assert_eq!(
         count("sandbox_gateway_refusals_total", &["reason=\"host\""]),
+        Some(1.0)
+    );
+    assert_eq!(
+        count("sandbox_gateway_refusals_total", &["reason=\"cors\""]),
+        Some(1.0)
+    );
+    let tokens = "sandbox_gateway_token_verifications_total";
+    assert_eq!(
+        count(tokens, &["kind=\"bootstrap\"", "outcome=\"ok\""]),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(tokens, &["kind=\"bootstrap\"", "outcome=\"replayed\""]),
         Some(1.0)
     );
     assert_eq!(
