@@ -1,15 +1,24 @@
-//! A browser-IDE gateway: code-server (or any web IDE) in sandboxes, opened in a new tab.
+//! A browser-IDE gateway: code-server (or any web IDE) in sandboxes, opened in a new tab, each
+//! sandbox on an origin of its own.
 //!
-//! `POST /api/dev/{id}/ide-token` (your own authenticated route; here a bearer secret) returns a
-//! signed, single-use link; `/api/dev/{id}/ide?token=…` turns it into an HttpOnly cookie and a 303
-//! into the tunnel `/__ide/{id}/`, which proxies HTTP and WebSocket to that sandbox — Host
-//! preserved for code-server, Origin passed only when the browser sent one, each upgrade bound to
-//! its own request's target. Nonces live in Redis when `REDIS_URL` is set (build with
+//! `POST /api/dev/{id}/ide-token` (your own authenticated route; here a bearer secret, and
+//! same-origin requests only) returns a signed, single-use link on the sandbox's own host,
+//! `http://{id}.ide.localhost:8080/api/dev/{id}/ide?token=…` (browsers resolve `*.localhost` to
+//! loopback), and the same link on the shared origin, `/api/dev/{id}/ide?token=…`. Opening either
+//! turns the token into an HttpOnly cookie and a 303 into the tunnel: `/` on the sandbox's host
+//! (host-only cookie), `/__ide/{id}/` on the shared origin (the mount stripped, as code-server
+//! needs). The tunnel proxies HTTP and WebSocket to that sandbox — Host preserved for
+//! code-server, Origin passed only when the browser sent one, each upgrade bound to its own
+//! request's target. Nonces live in Redis when `REDIS_URL` is set (build with
 //! `--features redis`), in memory otherwise.
 //!
 //! Run: `cargo run --example ide -- --sandbox demo=localhost:8081`, with e.g.
 //! `code-server --auth none --bind-addr localhost:8081` as the sandbox.
-//! Flags: `--listen ADDR` (127.0.0.1:8080), `--sandbox ID=HOST:PORT` (repeatable).
+//! Flags: `--listen ADDR` (127.0.0.1:8080), `--sandbox ID=HOST:PORT` (repeatable),
+//! `--ide-host PATTERN` (the sandboxes' own hosts; default `{id}.ide.localhost:{listen port}`,
+//! in production e.g. `{id}.ide.example-sandbox.net`, served over HTTPS).
+//! `--tls-cert CERT.pem --tls-key KEY.pem` (serve HTTPS; code-server's webviews need a secure
+//! context off localhost). Served by `serve::Server`: timeouts, connection caps, graceful Ctrl-C.
 //! Environment: `IDE_HOST_SECRET` (the bearer the token route wants; default `dev-secret`),
 //! `GATEWAY_IDE_KEY` (≥ 32 bytes, shared by replicas; random when unset), `REDIS_URL`.
 
@@ -19,80 +28,96 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Path;
-use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::http::{header, request::Parts, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use sandbox_gateway::auth::{
-    bootstrap_url, Bootstrap, Claims, MemoryNonceStore, NonceStore, TokenSigner, TunnelAuthLayer,
+    bootstrap_url, is_same_origin_request, Bootstrap, CookieConfig, MemoryNonceStore, NonceStore,
+    SandboxHosts, TokenSigner, TunnelAuthLayer, TunnelResolver,
 };
 use sandbox_gateway::proxy::ReverseProxy;
 use sandbox_gateway::rewrite::RewriteLayer;
 use sandbox_gateway::route::{RouteError, RouteLayer, Upstream};
+use sandbox_gateway::serve::{Server, TlsConfig};
 use tower::ServiceBuilder;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// The gateway's router: token route, bootstrap and tunnel for the sandboxes in `sandboxes`.
+/// The gateway's router: token route, bootstrap and tunnel for the sandboxes in `sandboxes`,
+/// each also served on its own host of `hosts`.
 pub fn app(
     signer: TokenSigner,
     sandboxes: HashMap<String, Upstream>,
     nonces: Arc<dyn NonceStore>,
     host_secret: String,
+    hosts: SandboxHosts,
 ) -> Result<Router, Error> {
     let sandboxes = Arc::new(sandboxes);
+    let cookie = CookieConfig::builder()
+        .sandbox_hosts(hosts.clone())
+        .build()?;
     let issuer = signer.clone();
     let known = sandboxes.clone();
-    let issue = move |Path(id): Path<String>, headers: HeaderMap| async move {
+    let links = hosts.clone();
+    let issue = move |Path(id): Path<String>, parts: Parts| async move {
+        // No other page may mint a link with the user's credentials: not another site, and not
+        // a sandbox's page either (`{id}.ide.example.com` is same-site with `app.example.com`).
+        if !is_same_origin_request(&parts) {
+            return Err((StatusCode::FORBIDDEN, "Cross-origin request refused."));
+        }
         // Stands for the host's own session check: is this user allowed to open sandbox `id`?
-        let bearer = headers
+        let bearer = parts
+            .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         if bearer != Some(format!("Bearer {host_secret}").as_str()) {
-            return Err(StatusCode::UNAUTHORIZED);
+            return Err((StatusCode::UNAUTHORIZED, "Log in first."));
         }
         if !known.contains_key(&id) {
-            return Err(StatusCode::NOT_FOUND);
+            return Err((StatusCode::NOT_FOUND, "No such sandbox."));
         }
         let token = issuer
             .issue(&id, Duration::from_secs(60))
-            .map_err(|_| StatusCode::BAD_REQUEST)?;
+            .map_err(|_| (StatusCode::BAD_REQUEST, "Invalid sandbox id."))?;
+        let shared = bootstrap_url(&id, &token);
+        // The sandbox's own origin when its id can be a host name, the shared origin otherwise.
+        let own = links.url(&id, &shared).unwrap_or_else(|| shared.clone());
         Ok(Json(
-            serde_json::json!({ "url": bootstrap_url(&id, &token) }),
+            serde_json::json!({ "url": own, "shared_origin_url": shared }),
         ))
     };
     let bootstrap = Bootstrap::builder(signer.clone())
+        .cookie(cookie.clone())
         .shared_nonce_store(nonces)
         .build::<Body>()?;
-    // The target is resolved here, per request, from the verified sandbox id: an upgrade can only
-    // ever go where its own request was routed.
-    let route = RouteLayer::new(move |parts: &Parts| {
-        let id = parts
-            .extensions
-            .get::<Claims>()
-            .map(|c| c.sandbox_id().to_owned());
-        let path = parts.uri.path_and_query().cloned();
+    // The platform supplies "sandbox id → upstream"; the crate routes the verified id there, the
+    // mount stripped on the shared origin, the path unchanged on the sandbox's own host.
+    let resolve = TunnelResolver::new(move |id: String| {
         let sandboxes = sandboxes.clone();
         async move {
-            let (id, path) = id.zip(path).ok_or(RouteError::NotFound)?;
-            let upstream = sandboxes
+            sandboxes
                 .get(&id)
-                .ok_or_else(|| RouteError::Unavailable(format!("sandbox {id} is not running")))?;
-            // code-server is mounted with its prefix kept (like `/absproxy/`).
-            Ok(upstream.target(path).with_mount(format!("/__ide/{id}")))
+                .cloned()
+                .ok_or_else(|| RouteError::Unavailable(format!("sandbox {id} is not running")))
         }
     });
     let tunnel = ServiceBuilder::new()
-        .layer(TunnelAuthLayer::new(signer))
-        .layer(route)
-        // The sandbox's cookies namespaced under its mount, the host's kept from it, its answers
-        // kept from changing anything outside it. No `Forwarded`: code-server compares its
-        // `host=` with the Origin quotes and all, and X-Forwarded-Host says the same.
-        .layer(RewriteLayer::new().forwarded(false))
+        .layer(TunnelAuthLayer::new(signer).cookie(cookie))
+        .layer(RouteLayer::new(resolve))
+        // The sandbox's cookies namespaced under its route, the host's kept from it, its answers
+        // kept from changing anything outside it.
+        .layer(RewriteLayer::new())
         .service(ReverseProxy::new());
-    Ok(Router::new()
+    // The host's origin: token route, bootstrap, and the shared-origin tunnel.
+    let host_side = Router::new()
         .route("/api/dev/{id}/ide-token", post(issue))
+        .route_service("/api/dev/{id}/ide", bootstrap.clone())
+        .route_service("/__ide/{*rest}", tunnel.clone());
+    // A sandbox's own host: its bootstrap, and every other path to the sandbox.
+    let sandbox_side = Router::new()
         .route_service("/api/dev/{id}/ide", bootstrap)
-        .route_service("/__ide/{*rest}", tunnel))
+        .fallback_service(tunnel);
+    Ok(Router::new().fallback_service(hosts.split(sandbox_side, host_side)))
 }
 
 fn signer() -> Result<TokenSigner, Error> {
@@ -117,11 +142,16 @@ async fn nonce_store() -> Result<Arc<dyn NonceStore>, Error> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let (mut listen, mut sandboxes) = ("127.0.0.1:8080".to_owned(), HashMap::new());
+    let mut ide_host = None;
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => listen = value,
+            "--ide-host" => ide_host = Some(value),
+            "--tls-cert" => tls_cert = Some(value),
+            "--tls-key" => tls_key = Some(value),
             "--sandbox" => {
                 let (id, addr) = value
                     .split_once('=')
@@ -135,13 +165,41 @@ async fn main() -> Result<(), Error> {
         sandboxes.insert("demo".to_owned(), "http://localhost:8081".parse()?);
     }
     let secret = std::env::var("IDE_HOST_SECRET").unwrap_or_else(|_| "dev-secret".to_owned());
-    let app = app(signer()?, sandboxes, nonce_store().await?, secret.clone())?;
+    let mut server = Server::builder();
+    let scheme = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => {
+            server = server.tls(TlsConfig::from_pem_files(cert, key)?);
+            "https"
+        }
+        (None, None) => "http",
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     let addr = listener.local_addr()?;
-    println!("IDE gateway on http://{addr}; get a link with:");
+    let ide_host = ide_host.unwrap_or_else(|| format!("{{id}}.ide.localhost:{}", addr.port()));
+    let hosts = SandboxHosts::new(&ide_host)?;
+    let app = app(
+        signer()?,
+        sandboxes,
+        nonce_store().await?,
+        secret.clone(),
+        hosts.clone(),
+    )?;
     println!(
-        "  curl -X POST -H 'Authorization: Bearer {secret}' http://{addr}/api/dev/demo/ide-token"
+        "IDE gateway on {scheme}://{addr}; each sandbox also on its own host {}",
+        hosts.pattern()
     );
-    axum::serve(listener, app).await?;
+    println!(
+        "get a link (JSON: `url` on the sandbox's host, `shared_origin_url` under /__ide/) with:"
+    );
+    println!(
+        "  curl -X POST -H 'Authorization: Bearer {secret}' {scheme}://{addr}/api/dev/demo/ide-token"
+    );
+    server
+        .build()?
+        .serve(listener, app, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }

@@ -16,13 +16,11 @@ use std::net::SocketAddr;
 
 use http::{header, Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use sandbox_gateway::host::HostAllowlistLayer;
 use sandbox_gateway::proxy::{ProxyBody, ReverseProxy};
-use sandbox_gateway::rewrite::{ClientAddr, RewriteLayer};
+use sandbox_gateway::rewrite::RewriteLayer;
 use sandbox_gateway::route::{check_public_port, HostPattern, HostRoute, PathMount, RouteLayer};
+use sandbox_gateway::serve::Server;
 use sandbox_gateway::sse::{SseBody, SseLayer};
 use tower::util::BoxCloneSyncService;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -124,23 +122,14 @@ async fn run() -> Result<(), Error> {
     println!("preview gateway on http://{addr} for ports {ports:?}; open:");
     println!("  http://{addr}/proxy/{}/", ports[0]);
     println!("  http://{}.localhost:{}/", ports[0], addr.port());
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                eprintln!("accept: {e}");
-                continue;
-            }
-        };
-        // The peer goes to the rewrite layer (`Forwarded: for=`, `X-Forwarded-For`).
-        let svc = svc.clone().map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ClientAddr(peer));
-            req
-        });
-        tokio::spawn(async move {
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
-                .await;
-        });
-    }
+    // HTTP/1.1 + HTTP/2 with header and idle timeouts and connection caps; each request carries
+    // the peer's address to the rewrite layer (`Forwarded: for=`, `X-Forwarded-For`). Ctrl-C lets
+    // requests in flight finish.
+    Server::builder()
+        .build()?
+        .serve(listener, svc, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
 }

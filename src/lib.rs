@@ -7,13 +7,15 @@
 //! # A request's path through the crate
 //!
 //! ```text
-//! browser ─► your server (axum Router / hyper service)
+//! browser ─► serve::Server (timeouts, connection caps, HTTPS, graceful shutdown) ─► your
+//!            axum Router / tower service, each request carrying its rewrite::ClientAddr
 //!    │   wrapped by host::HostAllowlistLayer (unknown Host → 403, the DNS-rebinding guard)
 //!    │   and isolation::IsolationLayer (COOP same-origin + COEP credentialless on every answer)
 //!    │
-//!    ├─ /api/dev/{id}/ide?token=…  auth::Bootstrap: token ✓ once → HttpOnly cookie → 303 /__ide/{id}/
-//!    ├─ /__ide/{id}/…              auth::TunnelAuthLayer (cookie ✓, gateway cookie + Authorization
-//!    │                              removed) ─► route ─► rewrite ─► proxy ─► the IDE in its container
+//!    ├─ /api/dev/{id}/ide?token=…  auth::Bootstrap: token ✓ once → HttpOnly cookie → 303 into the tunnel
+//!    ├─ {id}.ide.example.com/…     auth::TunnelAuthLayer (cookie ✓ for the id in the Host, or in the
+//!    ├─ /__ide/{id}/…              path on the shared origin; gateway cookie + Authorization removed)
+//!    │                              ─► route(auth::TunnelResolver, mount stripped) ─► proxy ─► the IDE
 //!    ├─ /proxy/{port}/…            route::RouteLayer(PathMount) ─► rewrite::RewriteLayer ─► proxy::ReverseProxy
 //!    ├─ {port}.localhost           route::RouteLayer(HostRoute) ─► rewrite ─► proxy
 //!    │                               │ a route::Target resolved once,  │ Host/Origin     │ streams bodies, strips
@@ -25,7 +27,8 @@
 //!    │                                        connect::Connector: localhost → ::1 + 127.0.0.1 raced
 //!    │                                        (Happy Eyeballs), TLS + ALPN h2 / http/1.1
 //!    ├─ /api/proxy/{name}/…        cors::CorsLayer ─► forward::ApiForward ─► external API (h2/TLS, SSE)
-//!    │                              named upstreams, server-held secret injected, SsrfGuard on
+//!    │                              caller ✓ (API token or the host's check), quota, named
+//!    │                              upstreams, server-held secret injected, SsrfGuard on
 //!    │                              every resolved address
 //!    └─ any other route            your own handlers
 //!    event streams anywhere: sse::SseLayer (unbuffered, uncompressed, heartbeats)
@@ -47,9 +50,10 @@
 //! | [`cors`] | [`CorsLayer`](cors::CorsLayer): proxy-safe CORS, preflights, Private Network Access |
 //! | [`isolation`] | [`IsolationLayer`](isolation::IsolationLayer): COOP / COEP / CORP for `crossOriginIsolated` |
 //! | [`host`] | [`HostAllowlistLayer`](host::HostAllowlistLayer): the DNS-rebinding guard |
-//! | `forward` | `ApiForward`: named upstreams, injected `Secret`s, `SsrfGuard` on every connection |
+//! | `forward` | `ApiForward`: callers the host authorised (`Callers`), per-caller `Quota`s, named upstreams, injected `Secret`s, `SsrfGuard` on every connection |
 //! | `doctor` | `Probe`, `Report`: checks a live gateway (isolation, CORS, SSE, WebSocket, ALPN, Host, port) |
-//! | `auth` | `TokenSigner`, `Bootstrap`, `TunnelAuthLayer`, `NonceStore`: the IDE tunnel's token → cookie flow |
+//! | `serve` | `Server`: HTTP/1.1 + HTTP/2 (+ HTTPS) with header and idle timeouts, connection caps per client, graceful shutdown |
+//! | `auth` | `TokenSigner`, `Bootstrap`, `TunnelAuthLayer`, `TunnelResolver`, `SandboxHosts`, `NonceStore`: the IDE tunnel's token → cookie flow, on per-sandbox origins or a shared one |
 //!
 //! # Example
 //!
@@ -58,18 +62,23 @@
 //! use sandbox_gateway::proxy::ReverseProxy;
 //! use sandbox_gateway::rewrite::RewriteLayer;
 //! use sandbox_gateway::route::{PathMount, RouteLayer};
+//! use sandbox_gateway::serve::Server;
 //! use tower::ServiceBuilder;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! // Redirects and cookies of the dev server come back under /proxy/{port}/; insert
-//! // `rewrite::ClientAddr` per connection to send X-Forwarded-For.
+//! // Redirects and cookies of the dev server come back under /proxy/{port}/; the server hands
+//! // each request its client's address (`rewrite::ClientAddr`) for X-Forwarded-For.
 //! let previews = ServiceBuilder::new()
 //!     .layer(RouteLayer::new(PathMount::strip("/proxy").allow_ports([5173, 3000])))
 //!     .layer(RewriteLayer::new())
 //!     .service(ReverseProxy::new());
 //! let app: Router = Router::new().route_service("/proxy/{*rest}", previews);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await?;
+//! // Header and idle timeouts, connection caps, graceful shutdown: see the `serve` module.
+//! Server::builder()
+//!     .build()?
+//!     .serve(listener, app, std::future::pending())
+//!     .await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -78,11 +87,14 @@
 //! - `tls` (default): `https` upstreams with rustls (ring) and ALPN `h2` / `http/1.1`.
 //! - `auth` (default): the `auth` module (HMAC-SHA256 tokens, cookies, nonce store).
 //! - `forward` (default): the `forward` module, the outbound API proxy for sandboxed apps with its
-//!   SSRF guard.
+//!   SSRF guard, caller checks and in-memory quotas. Its API tokens (`Callers::api_tokens`) need
+//!   `auth` too; without it, callers are checked by the host's own check.
+//! - `serve` (default): the `serve` module, a server safe for the internet (hyper-util's, with
+//!   timeouts, caps and graceful shutdown; HTTPS from PEM files with `tls`).
 //! - `doctor`: the `doctor` module (implies `tls`): `Probe` checks a live deployment for the ways
 //!   browsers fail in front of a gateway.
 //! - `redis`: a Redis `NonceStore` (implies `auth`), so a token spent on one replica is
-//!   spent on all.
+//!   spent on all; with `forward`, `RedisQuotaStore`, so replicas share each caller's quota.
 //! - `metrics`: counters, gauges and histograms through the `metrics` facade (requests, connect
 //!   failures and latency, open connections and tunnels, tunnel bytes, token checks, refusals);
 //!   README's "Operating" section lists them.
@@ -108,6 +120,9 @@ pub mod isolation;
 pub mod proxy;
 pub mod rewrite;
 pub mod route;
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub mod serve;
 pub mod sse;
 
 mod metrics;

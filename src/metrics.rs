@@ -136,8 +136,9 @@ pub(crate) fn token(kind: &'static str, outcome: Result<(), Option<crate::auth::
 }
 
 /// A request was refused by a wall, for `reason`: `host` (Host allowlist), `cors` (preflight),
-/// `ssrf` (an API upstream's address), `quota` (a caller's budget), `isolation` (a sandbox's
-/// tunnel without its session, a WebSocket from an origin not allowed).
+/// `ssrf` (an API upstream's address), `caller` (an API call without a valid caller), `quota` (a
+/// caller over its budget), `isolation` (a sandbox's tunnel without its session, a WebSocket from
+/// an origin not allowed).
 pub(crate) fn refused(reason: &'static str) {
     #[cfg(feature = "metrics")]
     metrics::counter!("sandbox_gateway_refusals_total", "reason" => reason).increment(1);

@@ -31,6 +31,16 @@ where
     res
 }
 
+/// What counts as one client when connections or tunnels are capped per client: an IPv4 address
+/// (IPv4-mapped IPv6 included), or an IPv6 /64, the smallest network a host is usually given.
+pub(crate) fn client_network(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+    }
+}
+
 /// Whether a comma-separated header (such as `Connection`) lists `token`, case-insensitively.
 pub(crate) fn header_has_token(
     headers: &http::HeaderMap,
@@ -72,6 +82,18 @@ pub(crate) fn split_cookie_pair(pair: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// Whether `name` may name an upstream of the API forwarder: one path segment of letters, digits,
+/// `-`, `_` and `.`, never `.` or `..`. API tokens carry such names.
+#[cfg_attr(not(any(feature = "auth", feature = "forward")), allow(dead_code))]
+pub(crate) fn valid_upstream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +107,15 @@ mod tests {
             res.headers()[header::CONTENT_TYPE],
             "text/plain; charset=utf-8"
         );
+    }
+
+    #[test]
+    fn upstream_names() {
+        assert!(valid_upstream_name("demo-llm"));
+        assert!(valid_upstream_name("openai.v1"));
+        for bad in ["", ".", "..", "a/b", "a b", "a%2f"] {
+            assert!(!valid_upstream_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -631,7 +631,10 @@ async fn secure_cookie_behind_a_trusted_https_proxy() {
     assert_eq!(sc.attr("Max-Age"), Some("3600"));
     assert_eq!(sc.attr("Path"), Some("/__ide/demo/"));
 
-    let a = browser.get("/__ide/demo/x").await;
+    // Every request through that proxy says HTTPS; the `__Secure-` cookie is the credential.
+    let a = browser
+        .send("GET", "/__ide/demo/x", &[("x-forwarded-proto", "https")])
+        .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert!(a.json()["headers"].get("cookie").is_none());
 }

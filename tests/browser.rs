@@ -30,8 +30,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::{stream, StreamExt};
 use hyper_util::client::legacy::connect::HttpConnector;
 use sandbox_gateway::auth::{bootstrap_url, Bootstrap, CookieConfig, TokenSigner, TunnelAuthLayer};
-use sandbox_gateway::cors::{AllowOrigin, CorsLayer};
-use sandbox_gateway::forward::{ApiForward, Secret, Upstream as ApiUpstream};
+use sandbox_gateway::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use sandbox_gateway::forward::{ApiForward, Callers, Secret, Upstream as ApiUpstream};
 use sandbox_gateway::isolation::IsolationLayer;
 use sandbox_gateway::proxy::ReverseProxy;
 use sandbox_gateway::rewrite::RewriteLayer;
@@ -44,7 +44,7 @@ use tower::ServiceBuilder;
 
 #[allow(dead_code)]
 #[path = "support/gateway.rs"]
-mod gateway_example;
+mod gateway_process;
 
 /// How long the browser gets for one scenario step.
 const STEP: Duration = Duration::from_secs(20);
@@ -111,6 +111,11 @@ impl Driver {
 
     /// A fresh browser: its own profile, so its own cookie jar.
     async fn browser(&mut self) -> Client {
+        self.browser_with(&[]).await
+    }
+
+    /// A fresh browser started with `extra` command-line switches too.
+    async fn browser_with(&mut self, extra: &[&str]) -> Client {
         let profile = TempDir::new("profile");
         let mut args = vec![
             "--headless=new".to_owned(),
@@ -135,6 +140,7 @@ impl Driver {
             "--metrics-recording-only".to_owned(),
             format!("--user-data-dir={}", profile.path.display()),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         if std::env::var_os("BROWSER_LOG").is_some() {
             args.push("--enable-logging=stderr".to_owned());
         }
@@ -563,21 +569,49 @@ async fn ide_opens_in_a_new_tab_with_an_httponly_cookie() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Scenario "app builder": an app on a foreign origin streams an API answer through the gateway;
-// the host page is cross-origin isolated.
+// Scenario "app builder": an app on a foreign origin, holding an API token the host minted, calls
+// the API the way OpenAI's SDK does and streams the answer through the gateway; without a token,
+// or with a token for another API, it is refused; the host page is cross-origin isolated.
 
-/// The page of the app (served on its own origin): POSTs JSON with Authorization to the gateway
-/// and reads the event stream chunk by chunk, acknowledging each event to its own server.
+/// The page of the app (served on its own origin). As the OpenAI SDK's `fetch` does, it POSTs
+/// JSON with `Authorization: Bearer <token>` and the SDK's `X-Stainless-*` headers: first without
+/// a token and with a token for another API (both must be refused, readably), then with its
+/// token, reading the event stream chunk by chunk and acknowledging each event to its own server.
 const APP_PAGE: &str = r#"<!doctype html><title>app</title><body><h1>app</h1>
 <script>
+const sdkHeaders = (token) => {
+  const h = {
+    'Content-Type': 'application/json',
+    'Accept': 'application/json',
+    'X-Stainless-Lang': 'js',
+    'X-Stainless-Package-Version': '4.104.0',
+    'X-Stainless-OS': 'Linux',
+    'X-Stainless-Arch': 'x64',
+    'X-Stainless-Runtime': 'browser:chrome',
+    'X-Stainless-Runtime-Version': '138.0.0',
+    'X-Stainless-Retry-Count': '0',
+    'X-Stainless-Timeout': '600',
+  };
+  if (token) h['Authorization'] = 'Bearer ' + token;
+  return h;
+};
+const call = (token) => fetch(GATEWAY + '/api/proxy/demo-llm/chat', {
+  method: 'POST',
+  headers: sdkHeaders(token),
+  body: JSON.stringify({ model: 'demo', stream: true, messages: [{ role: 'user', content: 'hello' }] }),
+});
+// A refusal's status and error type, read as the SDK reads it; an answer that is not a refusal
+// is cancelled.
+const refusal = async (res) => {
+  if (res.status < 400) { await res.body.cancel(); return [res.status, null]; }
+  return [res.status, (await res.json()).error.type];
+};
 (async () => {
   const out = { events: [] };
   try {
-    const res = await fetch(GATEWAY + '/api/proxy/demo-llm/chat', {
-      method: 'POST',
-      headers: { 'Authorization': 'Bearer app-session', 'Content-Type': 'application/json' },
-      body: JSON.stringify({ prompt: 'hello' }),
-    });
+    out.no_token = await refusal(await call(null));
+    out.other_api = await refusal(await call(OTHER_TOKEN));
+    const res = await call(TOKEN);
     out.status = res.status;
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
@@ -669,10 +703,23 @@ async fn llm_upstream(acks: Arc<Mutex<mpsc::Receiver<usize>>>) -> SocketAddr {
 struct AppGateway {
     cors: bool,
     isolation: bool,
+    /// Whether the forwarder checks API tokens (otherwise anyone spends the key).
+    tokens: bool,
 }
 
-async fn app_gateway(upstream: SocketAddr, allowed_origin: &str, with: AppGateway) -> SocketAddr {
+async fn app_gateway(
+    upstream: SocketAddr,
+    allowed_origin: &str,
+    with: AppGateway,
+    signer: TokenSigner,
+) -> SocketAddr {
+    let callers = if with.tokens {
+        Callers::api_tokens(signer)
+    } else {
+        Callers::anyone()
+    };
     let api = ApiForward::builder()
+        .callers(callers)
         .upstream(
             ApiUpstream::new("demo-llm", format!("http://{upstream}/v1"))
                 .allow_methods([Method::POST])
@@ -687,7 +734,7 @@ async fn app_gateway(upstream: SocketAddr, allowed_origin: &str, with: AppGatewa
         let cors = CorsLayer::builder()
             .allow_origin(AllowOrigin::list([allowed_origin]))
             .allow_methods([Method::POST])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .allow_headers(AllowHeaders::api_sdks())
             .build()
             .unwrap();
         Router::new().nest_service("/api/proxy", ServiceBuilder::new().layer(cors).service(api))
@@ -709,6 +756,14 @@ async fn app_calls_api(browser: &Client, app: SocketAddr) -> Result<Value, Strin
         .await
         .map_err(|e| e.to_string())?;
     let seen = result(browser, STEP).await?;
+    if seen.get("error").is_none()
+        && (seen["no_token"] != json!([401, "unauthorized"])
+            || seen["other_api"] != json!([403, "forbidden"]))
+    {
+        return Err(format!(
+            "callers without a token for this API were not refused: {seen}"
+        ));
+    }
     let expected: Vec<String> = (1..=EVENTS).map(|k| format!("token{k}")).collect();
     if seen["status"] != 200 || seen["events"] != json!(expected) {
         return Err(format!("the app's streamed call: {seen}"));
@@ -745,10 +800,19 @@ async fn app_builder_stack(with: AppGateway, allow_the_app: bool) -> (SocketAddr
     } else {
         "http://127.0.0.1:1".to_owned()
     };
-    let gateway = app_gateway(upstream, &allowed, with).await;
+    // The host minted the app's token (its own route does, see examples/app_builder.rs) and a
+    // token for another API.
+    let signer = TokenSigner::random().unwrap();
+    let ttl = Duration::from_secs(300);
+    let token = signer.issue_api("app-1", ["demo-llm"], ttl).unwrap();
+    let other = signer.issue_api("app-1", ["other-api"], ttl).unwrap();
+    let gateway = app_gateway(upstream, &allowed, with, signer).await;
     let router_origin = format!("http://localhost:{}", gateway.port());
     let app = {
-        let page = APP_PAGE.replace("GATEWAY", &format!("{router_origin:?}"));
+        let page = APP_PAGE
+            .replace("GATEWAY", &format!("{router_origin:?}"))
+            .replace("OTHER_TOKEN", &format!("{other:?}"))
+            .replace("TOKEN", &format!("{token:?}"));
         let router = Router::new()
             .route("/", get(move || async move { Html(page) }))
             .route(
@@ -778,6 +842,7 @@ async fn app_builder_streams_a_cross_origin_api_call() {
     let full = AppGateway {
         cors: true,
         isolation: true,
+        tokens: true,
     };
     let (app, gateway) = app_builder_stack(full, true).await;
     let seen = app_calls_api(&browser, app).await;
@@ -788,6 +853,7 @@ async fn app_builder_streams_a_cross_origin_api_call() {
     let full = AppGateway {
         cors: true,
         isolation: true,
+        tokens: true,
     };
     let (app, _) = app_builder_stack(full, false).await;
     let refused = app_calls_api(&browser, app).await;
@@ -801,6 +867,7 @@ async fn app_builder_streams_a_cross_origin_api_call() {
         AppGateway {
             cors: false,
             isolation: true,
+            tokens: true,
         },
         true,
     )
@@ -811,12 +878,163 @@ async fn app_builder_streams_a_cross_origin_api_call() {
         AppGateway {
             cors: true,
             isolation: false,
+            tokens: true,
         },
         true,
     )
     .await;
     assert!(host_page_isolated(&browser, gateway).await.is_err());
+    // …and without the token check a caller with no token spends the key: the scenario fails.
+    let (app, _) = app_builder_stack(
+        AppGateway {
+            cors: true,
+            isolation: true,
+            tokens: false,
+        },
+        true,
+    )
+    .await;
+    let open = app_calls_api(&browser, app).await;
+    assert!(
+        matches!(&open, Err(e) if e.contains("were not refused")),
+        "{open:?}"
+    );
 
+    browser.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `gateway` example served over HTTPS with a test certificate.
+
+/// The `gateway` example's binary, built by `cargo test` along with the tests.
+#[cfg(all(feature = "forward", feature = "tls", feature = "serve"))]
+fn gateway_example() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join("examples")
+        .join(format!("gateway{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Kills the example when the test ends, however it ends.
+#[cfg(all(feature = "forward", feature = "tls", feature = "serve"))]
+struct Running(Child);
+
+#[cfg(all(feature = "forward", feature = "tls", feature = "serve"))]
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[cfg(all(feature = "forward", feature = "tls", feature = "serve"))]
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+async fn the_gateway_example_over_https_is_cross_origin_isolated_and_speaks_h2() {
+    use std::io::{BufRead, BufReader};
+
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = TempDir::new("tls");
+    let (cert, key) = (dir.path.join("cert.pem"), dir.path.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+
+    let bin = gateway_example();
+    assert!(bin.exists(), "{} not built", bin.display());
+    let mut child = Command::new(&bin)
+        .args(["--listen", "127.0.0.1:0", "--demo-port", "0"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the gateway example");
+    let stdout = child.stdout.take().unwrap();
+    let _running = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(200)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (mut port, mut demo) = (None, None);
+    while port.is_none() && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            if let Some(rest) = line.strip_prefix("demo sandbox (dev server) on http://[::1]:") {
+                demo = rest.split_whitespace().next().map(str::to_owned);
+            }
+            port = line
+                .strip_prefix("gateway on https://127.0.0.1:")
+                .map(|p| p.trim().to_owned());
+        }
+    }
+    let port = port.expect("the example names its https address");
+    let demo = demo.expect("the example names its demo port");
+
+    let _one = BROWSER_LOCK.lock().await;
+    let mut driver = Driver::start().await;
+    // The test certificate is self-signed: Chromium is told to accept it; the page is still an
+    // https origin, hence a secure context.
+    let browser = driver.browser_with(&["--ignore-certificate-errors"]).await;
+    browser
+        .goto(&format!("https://localhost:{port}/"))
+        .await
+        .expect("the page loads over https");
+    let seen = browser
+        .execute(
+            "return { isolated: self.crossOriginIsolated, secure: self.isSecureContext, \
+             protocol: location.protocol, \
+             alpn: performance.getEntriesByType('navigation')[0].nextHopProtocol };",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        json!({ "isolated": true, "secure": true, "protocol": "https:", "alpn": "h2" })
+    );
+
+    // The demo sandbox's page through the gateway: its WebSocket (wss, over HTTP/1.1) echoes and
+    // its event stream arrives.
+    browser
+        .goto(&format!("https://localhost:{port}/proxy/{demo}/"))
+        .await
+        .unwrap();
+    let echoed = browser
+        .wait()
+        .at_most(STEP)
+        .every(Duration::from_millis(100))
+        .for_element(Locator::XPath(
+            "//span[@id='ws' and text()='echo: hello through the gateway']",
+        ))
+        .await;
+    assert!(
+        echoed.is_ok(),
+        "no wss echo: {:?}",
+        page_text(&browser).await
+    );
+    let streamed = browser
+        .wait()
+        .at_most(STEP)
+        .every(Duration::from_millis(100))
+        .for_element(Locator::XPath(
+            "//span[@id='sse' and contains(text(), 'events, last:')]",
+        ))
+        .await;
+    assert!(
+        streamed.is_ok(),
+        "no events: {:?}",
+        page_text(&browser).await
+    );
     browser.close().await.unwrap();
 }
 
@@ -1121,10 +1339,585 @@ async fn a_sandbox_on_a_shared_origin_cannot_reach_the_hosts_cookies() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scenario "own origins": each sandbox on a host of its own, `{id}.ide.localhost:{port}`. The
+// IDE flow works there, and a page of sandbox X can use neither sandbox V nor the host.
+
+mod own_origins {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::http::request::Parts;
+    use sandbox_gateway::auth::{
+        is_same_origin_request, SandboxHosts, TunnelAuthLayer, TunnelResolver,
+    };
+
+    /// The host's dashboard for sandbox ID: logs the user in (a `Path=/` session cookie) and
+    /// opens the IDE in a new tab.
+    fn dashboard(id: &str) -> String {
+        format!(
+            r#"<!doctype html><title>dashboard</title><body>
+<button id="open" onclick="openIde()">Open IDE</button>
+<script>
+async function openIde() {{
+  const tab = window.open('about:blank', '_blank');
+  const res = await fetch('/api/dev/{id}/ide-token', {{ method: 'POST' }});
+  const {{ url }} = await res.json();
+  tab.location = url;
+}}
+</script>"#
+        )
+    }
+
+    /// Sandbox X's IDE page: reports its origin, its readable cookies and a WebSocket echo.
+    const X_IDE: &str = r#"<!doctype html><title>x</title><body><h1>x</h1>
+<script>
+const ws = new WebSocket(new URL('ws', location.href).href.replace(/^http/, 'ws'));
+function finish(v) {
+  if (document.getElementById('done')) return;
+  const p = document.createElement('pre'); p.id = 'done';
+  p.textContent = JSON.stringify({ ws: v, cookie: document.cookie, origin: location.origin, path: location.pathname, search: location.search });
+  document.body.append(p);
+}
+ws.onopen = () => ws.send('keystroke');
+ws.onmessage = (e) => finish(e.data);
+ws.onerror = () => finish('error');
+</script>"#;
+
+    /// Sandbox X's hostile page: reads V, mints a link for V, plants cookies for V and the host.
+    const X_ATTACK: &str = r#"<!doctype html><title>attack</title><body><h1>attack</h1>
+<script>
+(async () => {
+  const out = {};
+  async function attempt(name, f) {
+    try { out[name] = await f(); } catch (e) { out[name] = 'error: ' + e.name; }
+  }
+  await attempt('read_v', async () => (await fetch(V_ORIGIN + '/', { credentials: 'include' })).text());
+  await attempt('mint_cors', async () => (await fetch(HOST_ORIGIN + '/api/dev/victim/ide-token', { method: 'POST', credentials: 'include' })).text());
+  await attempt('mint_no_cors', async () => (await fetch(HOST_ORIGIN + '/api/dev/victim/ide-token', { method: 'POST', mode: 'no-cors', credentials: 'include' })).type);
+  for (const c of [
+    'planted=1; path=/; domain=localhost',
+    'planted=2; path=/; domain=' + PARENT,
+    'sgw_ide_victim=forged; path=/; domain=' + PARENT,
+    'session=EVIL; path=/; domain=localhost',
+    'own=x; path=/',
+  ]) { document.cookie = c; }
+  out.cookie = document.cookie;
+  const p = document.createElement('pre'); p.id = 'done'; p.textContent = JSON.stringify(out);
+  document.body.append(p);
+})();
+</script>"#;
+
+    /// Sandbox V's page: reports the cookies its server received, and its secret.
+    const V_PAGE: &str = r#"<!doctype html><title>v</title><body><h1>v</h1>
+<script>
+(async () => {
+  const seen = await (await fetch('/echo-cookies')).text();
+  const p = document.createElement('pre'); p.id = 'done';
+  p.textContent = JSON.stringify({ seen, origin: location.origin });
+  document.body.append(p);
+})();
+</script>"#;
+
+    fn cookies_of(headers: &axum::http::HeaderMap) -> String {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn sandbox_x() -> SocketAddr {
+        let router = Router::new()
+            .route("/", get(|| async { Html(X_IDE) }))
+            .route("/ws", any(ws_echo))
+            .route(
+                "/attack",
+                get(|headers: axum::http::HeaderMap| async move {
+                    // The origins around the page, as the browser sees them: X is
+                    // `demo.{parent}:{port}`, V `victim.{parent}:{port}`.
+                    let host = headers
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("");
+                    let (name, port) = host.rsplit_once(':').unwrap_or((host, ""));
+                    let parent = name.strip_prefix("demo.").unwrap_or(name);
+                    Html(
+                        X_ATTACK
+                            .replace("PARENT", &format!("{parent:?}"))
+                            .replace(
+                                "V_ORIGIN",
+                                &format!("{:?}", format!("http://victim.{parent}:{port}")),
+                            )
+                            .replace(
+                                "HOST_ORIGIN",
+                                &format!("{:?}", format!("http://localhost:{port}")),
+                            ),
+                    )
+                }),
+            );
+        serve("127.0.0.1:0", router).await
+    }
+
+    async fn sandbox_v() -> SocketAddr {
+        let router = Router::new()
+            .route("/", get(|| async { Html(V_PAGE) }))
+            .route(
+                "/echo-cookies",
+                get(|headers: axum::http::HeaderMap| async move { cookies_of(&headers) }),
+            );
+        serve("127.0.0.1:0", router).await
+    }
+
+    struct OwnOrigins {
+        port: u16,
+        /// Links the token route handed out.
+        issued: Arc<AtomicUsize>,
+        /// The `Sec-Fetch-Site` of every call to the token route.
+        sites: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    /// The gateway: the host's origin `localhost:{port}` (dashboards, token route) and the
+    /// sandboxes' own hosts `{id}.ide.localhost:{port}`. `same_origin_only` is the token route's
+    /// cross-origin refusal.
+    async fn gateway(x: SocketAddr, v: SocketAddr, same_origin_only: bool) -> OwnOrigins {
+        gateway_on(x, v, same_origin_only, "ide.localhost").await
+    }
+
+    /// As [`gateway`], the sandboxes on `{id}.{parent}:{port}`.
+    async fn gateway_on(
+        x: SocketAddr,
+        v: SocketAddr,
+        same_origin_only: bool,
+        parent: &str,
+    ) -> OwnOrigins {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hosts = SandboxHosts::new(&format!("{{id}}.{parent}:{port}")).unwrap();
+        let cookie = CookieConfig::builder()
+            .sandbox_hosts(hosts.clone())
+            .build()
+            .unwrap();
+        let signer = TokenSigner::new(KEY).unwrap();
+        let issued = Arc::new(AtomicUsize::new(0));
+        let sites = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let issue = {
+            let (signer, hosts, issued) = (signer.clone(), hosts.clone(), issued.clone());
+            let sites = sites.clone();
+            move |axum::extract::Path(id): axum::extract::Path<String>, parts: Parts| async move {
+                let site = parts
+                    .headers
+                    .get("sec-fetch-site")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned();
+                sites.lock().unwrap().push(site);
+                if same_origin_only && !is_same_origin_request(&parts) {
+                    return Err((StatusCode::FORBIDDEN, "Cross-origin request refused."));
+                }
+                // (The host's own session check would follow; it is left out here so that the
+                // origin check alone decides, and a missing one shows.)
+                let token = signer.issue(&id, Duration::from_secs(60)).unwrap();
+                issued.fetch_add(1, Ordering::SeqCst);
+                let url = hosts.url(&id, &bootstrap_url(&id, &token)).unwrap();
+                Ok(Json(json!({ "url": url })))
+            }
+        };
+        let bootstrap = Bootstrap::builder(signer.clone())
+            .cookie(cookie.clone())
+            .build::<Body>()
+            .unwrap();
+        let tunnel = ServiceBuilder::new()
+            .layer(TunnelAuthLayer::new(signer).cookie(cookie))
+            .layer(RouteLayer::new(TunnelResolver::new(
+                move |id: String| async move {
+                    match id.as_str() {
+                        "demo" => format!("http://{x}").parse::<Upstream>(),
+                        "victim" => format!("http://{v}").parse::<Upstream>(),
+                        _ => Err(RouteError::Unavailable(format!("no sandbox {id}"))),
+                    }
+                },
+            )))
+            .service(ReverseProxy::new());
+        let host_side = Router::new()
+            .route(
+                "/dash/{id}",
+                get(
+                    |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                        (
+                            [(header::SET_COOKIE, "session=HOST; Path=/; HttpOnly")],
+                            Html(dashboard(&id)),
+                        )
+                    },
+                ),
+            )
+            .route(
+                "/whoami",
+                get(|headers: axum::http::HeaderMap| async move { cookies_of(&headers) }),
+            )
+            .route("/api/dev/{id}/ide-token", post(issue))
+            .route_service("/api/dev/{id}/ide", bootstrap.clone());
+        let sandbox_side = Router::new()
+            .route_service("/api/dev/{id}/ide", bootstrap)
+            .fallback_service(tunnel);
+        let app = Router::new().fallback_service(hosts.split(sandbox_side, host_side));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        OwnOrigins {
+            port,
+            issued,
+            sites,
+        }
+    }
+
+    /// Opens sandbox `id`'s IDE from its dashboard in a new tab; returns what the page there
+    /// reported. The browser stays on that tab.
+    async fn open_from_dashboard(browser: &Client, port: u16, id: &str) -> Result<Value, String> {
+        browser
+            .goto(&format!("http://localhost:{port}/dash/{id}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let home = browser.window().await.map_err(|e| e.to_string())?;
+        let before = browser.windows().await.map_err(|e| e.to_string())?;
+        browser
+            .find(Locator::Id("open"))
+            .await
+            .map_err(|e| e.to_string())?
+            .click()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut tab = None;
+        for _ in 0..100 {
+            let windows = browser.windows().await.map_err(|e| e.to_string())?;
+            if let Some(w) = windows
+                .into_iter()
+                .find(|w| *w != home && !before.contains(w))
+            {
+                tab = Some(w);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let tab = tab.ok_or("no new tab opened")?;
+        browser
+            .switch_to_window(tab)
+            .await
+            .map_err(|e| e.to_string())?;
+        result(browser, STEP).await
+    }
+
+    async fn page(browser: &Client, url: &str) -> Result<Value, String> {
+        browser.goto(url).await.map_err(|e| e.to_string())?;
+        result(browser, STEP).await
+    }
+
+    #[tokio::test]
+    #[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+    async fn ide_on_its_own_origin_and_sandboxes_kept_apart() {
+        let _one = BROWSER_LOCK.lock().await;
+        let mut driver = Driver::start().await;
+        let browser = driver.browser().await;
+        let (x, v) = (sandbox_x().await, sandbox_v().await);
+        let gw = gateway(x, v, true).await;
+        let p = gw.port;
+
+        // The IDE flow on `demo.ide.localhost`: token on the host's origin → new tab → bootstrap
+        // on the sandbox's origin → host-only HttpOnly cookie → the IDE page and its WebSocket.
+        let seen = open_from_dashboard(&browser, p, "demo").await.unwrap();
+        assert_eq!(seen["ws"], "echo:keystroke", "{seen}");
+        assert_eq!(seen["origin"], format!("http://demo.ide.localhost:{p}"));
+        assert_eq!(seen["path"], "/", "{seen}");
+        assert_eq!(
+            seen["search"], "",
+            "the token is not left in the URL: {seen}"
+        );
+        assert_eq!(seen["cookie"], "", "the session cookie is HttpOnly: {seen}");
+        browser.refresh().await.unwrap();
+        assert_eq!(
+            result(&browser, STEP).await.unwrap()["ws"],
+            "echo:keystroke"
+        );
+
+        // The same browser opens V too.
+        let seen = open_from_dashboard(&browser, p, "victim").await.unwrap();
+        assert_eq!(seen["origin"], format!("http://victim.ide.localhost:{p}"));
+        assert_eq!(
+            seen["seen"], "",
+            "V's server sees no gateway or host cookie: {seen}"
+        );
+        assert_eq!(gw.issued.load(Ordering::SeqCst), 2);
+
+        // X's page turns on V and the host.
+        let attack = page(&browser, &format!("http://demo.ide.localhost:{p}/attack"))
+            .await
+            .unwrap();
+        assert_eq!(
+            attack["read_v"], "error: TypeError",
+            "V's page is CORS-blocked: {attack}"
+        );
+        assert_eq!(
+            attack["mint_cors"], "error: TypeError",
+            "the token route's answer is CORS-blocked: {attack}"
+        );
+        assert_eq!(attack["mint_no_cors"], "opaque", "{attack}");
+        assert_eq!(
+            gw.issued.load(Ordering::SeqCst),
+            2,
+            "the token route minted nothing for X's page"
+        );
+        // Chromium counts `demo.ide.localhost` → `localhost` as cross-site; in production,
+        // `{id}.ide.example.com` → `app.example.com` is same-site: only same-origin passes both.
+        assert_eq!(
+            *gw.sites.lock().unwrap(),
+            ["same-origin", "same-origin", "cross-site", "cross-site"]
+        );
+        // The host's cookies are out of X's reach (`Domain=localhost` is refused). Siblings share
+        // the parent `ide.localhost`, which Chromium lets X name in `Domain=` (no public suffix
+        // separates them locally; in production the sandboxes' domain belongs on the Public
+        // Suffix List): X can plant ordinary cookies there, and a forged gateway cookie for V.
+        assert_eq!(
+            attack["cookie"], "planted=2; sgw_ide_victim=forged; own=x",
+            "{attack}"
+        );
+
+        // V still opens (the forged cookie is no credential, the real one still is), and V's
+        // server never sees the gateway's cookies, forged or real, nor the host's.
+        let seen = page(&browser, &format!("http://victim.ide.localhost:{p}/"))
+            .await
+            .unwrap();
+        let v_sees = seen["seen"].as_str().unwrap_or("?");
+        assert!(
+            !v_sees.contains("sgw_ide")
+                && !v_sees.contains("session=")
+                && !v_sees.contains("planted=1"),
+            "{seen}"
+        );
+        browser
+            .goto(&format!("http://localhost:{p}/whoami"))
+            .await
+            .unwrap();
+        let host_sees = page_text(&browser).await;
+        assert_eq!(host_sees, "session=HOST", "the host's cookies are its own");
+
+        // Without the token route's same-origin check, X's page mints links with the user's
+        // session: the count above would catch it.
+        let open = gateway(x, v, false).await;
+        open_from_dashboard(&browser, open.port, "demo")
+            .await
+            .unwrap();
+        assert_eq!(open.issued.load(Ordering::SeqCst), 1);
+        page(
+            &browser,
+            &format!("http://demo.ide.localhost:{}/attack", open.port),
+        )
+        .await
+        .unwrap();
+        assert!(
+            open.issued.load(Ordering::SeqCst) > 1,
+            "an unguarded token route served X's page"
+        );
+
+        browser.close().await.unwrap();
+    }
+
+    /// With the sandboxes one label under `localhost` (`{id}.localhost`), Chromium knows no
+    /// common parent they may name in `Domain=`: siblings cannot set cookies for each other
+    /// either, as under a domain on the Public Suffix List.
+    #[tokio::test]
+    #[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+    async fn sandboxes_one_label_under_localhost_cannot_set_cookies_for_each_other() {
+        let _one = BROWSER_LOCK.lock().await;
+        let mut driver = Driver::start().await;
+        let browser = driver.browser().await;
+        let (x, v) = (sandbox_x().await, sandbox_v().await);
+        let gw = gateway_on(x, v, true, "localhost").await;
+        let p = gw.port;
+        let seen = open_from_dashboard(&browser, p, "demo").await.unwrap();
+        assert_eq!(seen["ws"], "echo:keystroke", "{seen}");
+        assert_eq!(seen["origin"], format!("http://demo.localhost:{p}"));
+        open_from_dashboard(&browser, p, "victim").await.unwrap();
+        let attack = page(&browser, &format!("http://demo.localhost:{p}/attack"))
+            .await
+            .unwrap();
+        assert_eq!(attack["read_v"], "error: TypeError", "{attack}");
+        assert_eq!(attack["cookie"], "own=x", "{attack}");
+        let seen = page(&browser, &format!("http://victim.localhost:{p}/"))
+            .await
+            .unwrap();
+        assert_eq!(seen["seen"], "", "{seen}");
+        assert_eq!(gw.issued.load(Ordering::SeqCst), 2);
+        browser.close().await.unwrap();
+    }
+
+    /// A page on another site auto-submits a form POST to the token route.
+    const CROSS_SITE_FORM: &str = r#"<!doctype html><title>elsewhere</title><body>
+<form id="f" method="POST" action="TARGET"></form>
+<script>document.getElementById('f').submit();</script>"#;
+
+    #[tokio::test]
+    #[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+    async fn cross_site_post_to_the_token_route_is_refused() {
+        let _one = BROWSER_LOCK.lock().await;
+        let mut driver = Driver::start().await;
+        let browser = driver.browser().await;
+        let (x, v) = (sandbox_x().await, sandbox_v().await);
+        let gw = gateway(x, v, true).await;
+        // Logged in on the host.
+        browser
+            .goto(&format!("http://localhost:{}/dash/demo", gw.port))
+            .await
+            .unwrap();
+        let target = format!("http://localhost:{}/api/dev/demo/ide-token", gw.port);
+        let form = CROSS_SITE_FORM.replace("TARGET", &target);
+        let elsewhere = serve(
+            "127.0.0.1:0",
+            Router::new().route("/", get(move || async move { Html(form) })),
+        )
+        .await;
+        browser
+            .goto(&format!("http://127.0.0.1:{}/", elsewhere.port()))
+            .await
+            .unwrap();
+        let mut shown = String::new();
+        for _ in 0..100 {
+            shown = page_text(&browser).await;
+            if !shown.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(shown, "Cross-origin request refused.");
+        assert_eq!(gw.issued.load(Ordering::SeqCst), 0);
+        browser.close().await.unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `gateway` example, run as its own process: its `/ide` page opens the IDE on
+// `demo.ide.localhost:{port}` by default, and on the shared origin under `/__ide/demo/`.
+
+mod gateway_example {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+
+    struct Running(Child);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// `target/debug/examples/gateway`, built by `cargo test` along with the tests (run alone,
+    /// build it first: `cargo build --all-features --example gateway`).
+    fn start_gateway() -> (Running, String) {
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+        let bin = dir
+            .join("examples")
+            .join(format!("gateway{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} not built", bin.display());
+        let mut child = Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0", "--demo-port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the gateway example");
+        let stdout = child.stdout.take().unwrap();
+        let running = Running(child);
+        // Keep reading its output to the end, so its later lines never meet a closed pipe.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(g) = line.strip_prefix("gateway on ") {
+                    let _ = tx.send(g.trim().to_owned());
+                }
+            }
+        });
+        let gateway = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the example names its address");
+        (running, gateway)
+    }
+
+    /// Clicks `button` on the example's `/ide` page; returns the new tab's URL once the demo
+    /// page there shows its WebSocket echo.
+    async fn open(browser: &Client, gateway: &str, button: &str) -> Result<String, String> {
+        browser
+            .goto(&format!("{gateway}/ide"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let home = browser.window().await.map_err(|e| e.to_string())?;
+        let before = browser.windows().await.map_err(|e| e.to_string())?;
+        browser
+            .find(Locator::Id(button))
+            .await
+            .map_err(|e| e.to_string())?
+            .click()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut tab = None;
+        for _ in 0..100 {
+            let windows = browser.windows().await.map_err(|e| e.to_string())?;
+            if let Some(w) = windows
+                .into_iter()
+                .find(|w| *w != home && !before.contains(w))
+            {
+                tab = Some(w);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        browser
+            .switch_to_window(tab.ok_or("no new tab opened")?)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut shown = String::new();
+        for _ in 0..200 {
+            if let Ok(el) = browser.find(Locator::Id("ws")).await {
+                shown = el.text().await.unwrap_or_default();
+                if shown.starts_with("echo:") {
+                    let url = browser.current_url().await.map_err(|e| e.to_string())?;
+                    return Ok(format!("{url} {shown}"));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!(
+            "the IDE page's WebSocket shows {shown:?}; page: {:?}",
+            page_text(browser).await
+        ))
+    }
+
+    #[tokio::test]
+    #[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+    async fn the_gateway_examples_ide_link_opens_the_sandboxs_own_origin() {
+        let _one = BROWSER_LOCK.lock().await;
+        let (_running, gateway) = start_gateway();
+        let port = gateway.rsplit(':').next().unwrap().to_owned();
+        let mut driver = Driver::start().await;
+        let browser = driver.browser().await;
+
+        let seen = open(&browser, &gateway, "open").await.unwrap();
+        assert_eq!(
+            seen,
+            format!("http://demo.ide.localhost:{port}/ echo: hello through the gateway")
+        );
+        let seen = open(&browser, &gateway, "open-shared").await.unwrap();
+        assert_eq!(
+            seen,
+            format!("{gateway}/__ide/demo/ echo: hello through the gateway")
+        );
+        browser.close().await.unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The `gateway` example's index runs its self-check in the visitor's browser.
 
 /// Opens the example's index and returns what its self-check reported, check by check.
-async fn self_check(browser: &Client, gateway: &gateway_example::Gateway) -> Value {
+#[cfg(all(feature = "forward", feature = "tls", feature = "serve"))]
+async fn self_check(browser: &Client, gateway: &gateway_process::Gateway) -> Value {
     browser.goto(&format!("{}/", gateway.url)).await.unwrap();
     let report = result(browser, STEP).await.unwrap();
     // The page keeps its list of links under the checks.
@@ -1136,13 +1929,14 @@ async fn self_check(browser: &Client, gateway: &gateway_example::Gateway) -> Val
     report
 }
 
+#[cfg(all(feature = "forward", feature = "tls", feature = "serve"))]
 #[tokio::test]
 #[ignore = "needs chromium and chromedriver; run with --include-ignored"]
 async fn the_gateway_examples_self_check_passes_and_names_a_stopped_sandbox() {
     let _one = BROWSER_LOCK.lock().await;
     let mut driver = Driver::start().await;
 
-    let gateway = gateway_example::Gateway::start(&["--demo-port", "0"]);
+    let gateway = gateway_process::Gateway::start(&["--demo-port", "0"]);
     let browser = driver.browser().await;
     let report = self_check(&browser, &gateway).await;
     for check in ["isolation", "websocket", "sse", "ide", "api"] {
@@ -1163,7 +1957,7 @@ async fn the_gateway_examples_self_check_passes_and_names_a_stopped_sandbox() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let stopped = gateway_example::Gateway::start(&["--demo-port", &port.to_string(), "--no-demo"]);
+    let stopped = gateway_process::Gateway::start(&["--demo-port", &port.to_string(), "--no-demo"]);
     let browser = driver.browser().await;
     let report = self_check(&browser, &stopped).await;
     assert_eq!(report["isolation"]["passed"], json!(true), "{report}");

@@ -1,7 +1,9 @@
-//! `examples/app_builder.rs` keeps its promise: an allowed app origin calls a named API through
-//! `/api/proxy/{name}/…`, the key is injected on the server and never comes back, the event stream
-//! arrives event by event, the host page is cross-origin isolated, and other origins are refused.
-#![cfg(feature = "forward")]
+//! `examples/app_builder.rs` keeps its promise: the host's route mints an API token, an allowed
+//! app origin uses it as its SDK key to call a named API through `/api/proxy/{name}/…` (the
+//! SDK's preflight passes), the key is injected on the server and never comes back, the event
+//! stream arrives event by event, callers without a token are refused, the host page is
+//! cross-origin isolated, and other origins are refused.
+#![cfg(all(feature = "forward", feature = "auth"))]
 
 mod support;
 
@@ -12,6 +14,7 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
+use sandbox_gateway::auth::TokenSigner;
 use sandbox_gateway::forward::Secret;
 use support::{client, empty, full, text, within, TestBody};
 use tokio::sync::Notify;
@@ -77,6 +80,7 @@ async fn app_builder_example_forwards_streams_and_isolates() {
     let app = app_builder::app(
         vec![upstream],
         vec!["https://*.webcontainer-api.io".to_owned()],
+        TokenSigner::random().unwrap(),
     )
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -84,14 +88,19 @@ async fn app_builder_example_forwards_streams_and_isolates() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let url = format!("http://{gw}/api/proxy/local/chat/completions");
 
-    // The app's preflight: 204, its own origin allowed.
+    // The app's preflight, as the OpenAI SDK's fetch makes it: 204, its origin allowed.
     let preflight = |origin: &str| {
         Request::builder()
             .method(Method::OPTIONS)
             .uri(&url)
             .header(header::ORIGIN, origin)
             .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "authorization,content-type,x-stainless-arch,x-stainless-lang,\
+                 x-stainless-os,x-stainless-package-version,x-stainless-retry-count,\
+                 x-stainless-runtime,x-stainless-runtime-version,x-stainless-timeout",
+            )
             .body(empty())
             .unwrap()
     };
@@ -99,14 +108,45 @@ async fn app_builder_example_forwards_streams_and_isolates() {
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], APP);
 
-    // The call: the browser's own bearer is replaced by the server's key, events arrive one by one.
-    let req = Request::post(&url)
-        .header(header::ORIGIN, APP)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::AUTHORIZATION, "Bearer from-the-browser")
-        .body(full(r#"{"stream":true}"#))
+    // The host page's route mints the token.
+    let res = within(
+        10,
+        client().request(
+            Request::post(format!("http://{gw}/api/token"))
+                .body(empty())
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let token = text(res).await;
+
+    // Without it: 401, and the model API is not reached (it would answer 401 with another body).
+    let call = |auth: Option<String>| {
+        let mut req = Request::post(&url)
+            .header(header::ORIGIN, APP)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-stainless-lang", "js")
+            .body(full(r#"{"stream":true}"#))
+            .unwrap();
+        if let Some(a) = auth {
+            req.headers_mut()
+                .insert(header::AUTHORIZATION, a.parse().unwrap());
+        }
+        req
+    };
+    for auth in [None, Some("Bearer from-the-browser".to_owned())] {
+        let res = within(10, client().request(call(auth))).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], APP);
+        assert!(text(res).await.contains("\"type\":\"unauthorized\""));
+    }
+
+    // The call: the app's token is replaced by the server's key, events arrive one by one.
+    let res = within(10, client().request(call(Some(format!("Bearer {token}")))))
+        .await
         .unwrap();
-    let res = within(10, client().request(req)).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], APP);
     assert!(res.headers()[header::CONTENT_TYPE]

@@ -6,7 +6,8 @@
     feature = "metrics",
     feature = "auth",
     feature = "forward",
-    feature = "tls"
+    feature = "tls",
+    feature = "serve"
 ))]
 
 mod support;
@@ -108,11 +109,12 @@ async fn metrics_count_each_outcome_once() {
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     // An IDE link used once, then again.
     let mint = Request::post(format!("{}/api/dev/demo/ide-token", gw.url))
+        .header("sec-fetch-site", "same-origin")
         .body(empty())
         .unwrap();
     let minted = text(within(10, client().request(mint)).await.unwrap()).await;
     let link: serde_json::Value = serde_json::from_str(&minted).unwrap();
-    let link = link["url"].as_str().unwrap().to_owned();
+    let link = link["shared_origin_url"].as_str().unwrap().to_owned();
     let (status, body) = get(&gw, &link, &host).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
     let (status, body) = get(&gw, &link, &host).await;

@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sandbox_gateway::connect::LocalhostResolver;
-use sandbox_gateway::forward::{ApiForward, Secret, SsrfGuard, Upstream};
+use sandbox_gateway::forward::{ApiForward, Callers, Secret, SsrfGuard, Upstream};
 use support::{client, closed_port_addr, empty, full, serve, serve_fn, within, BoxError, TestBody};
 use tokio::sync::mpsc;
 use tower::ServiceBuilder;
@@ -106,6 +107,7 @@ async fn lockstep_case(compress: bool) {
     let (ack_tx, ack_rx) = mpsc::channel(1);
     let upstream = lockstep_upstream(ack_rx).await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .upstream(allowed("events", upstream))
         .build()
         .unwrap();
@@ -182,6 +184,15 @@ fn keyed(addr: SocketAddr) -> Upstream {
         .allow_private(true)
 }
 
+/// The message of the forwarder's JSON error body.
+fn message(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["error"]["message"]
+        .as_str()
+        .expect("a message")
+        .to_owned()
+}
+
 async fn assert_no_key(res: Response<Incoming>) -> (StatusCode, HeaderMap, String) {
     let status = res.status();
     let headers = res.headers().clone();
@@ -201,6 +212,7 @@ async fn server_key_reaches_the_upstream_browser_credentials_do_not() {
     let seen: Seen = Arc::default();
     let upstream = recording_upstream(seen.clone()).await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .upstream(keyed(upstream))
         .build()
         .unwrap();
@@ -259,6 +271,7 @@ async fn refusals_are_short_answers_without_the_key() {
     let upstream = recording_upstream(seen.clone()).await;
     let down = closed_port_addr().await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .upstream(keyed(upstream))
         .upstream(
             Upstream::new("down", format!("http://{down}"))
@@ -284,7 +297,10 @@ async fn refusals_are_short_answers_without_the_key() {
 
     let (s, _, body) = send(post("/nope/chat/completions", empty())).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert_eq!(body, "no upstream of that name\n");
+    assert_eq!(
+        body,
+        "{\"error\":{\"type\":\"not_found\",\"message\":\"no upstream of that name\"}}\n"
+    );
 
     let (s, _, _) = send(post("/", empty())).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -292,7 +308,10 @@ async fn refusals_are_short_answers_without_the_key() {
     let (s, h, body) = send(get(format!("http://{gateway}/api/models"))).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(h[header::ALLOW], "POST");
-    assert_eq!(body, "method GET is not allowed for this upstream\n");
+    assert_eq!(
+        message(&body),
+        "method GET is not allowed for this upstream"
+    );
 
     for path in ["/api/admin/keys", "/api/chat/completionsX", "/api/", "/api"] {
         let (s, _, body) = send(post(path, empty())).await;
@@ -311,7 +330,10 @@ async fn refusals_are_short_answers_without_the_key() {
     // Too large by Content-Length: refused before anything is sent.
     let (s, _, body) = send(post("/api/chat/completions", full(vec![b'x'; 2048]))).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(body, "request body larger than 1024 bytes\n");
+    assert_eq!(
+        message(&body),
+        "request body larger than the limit of 1024 bytes"
+    );
 
     // Too large while streaming (no Content-Length): cut off at the limit.
     let (tx, rx) = mpsc::channel(4);
@@ -328,7 +350,10 @@ async fn refusals_are_short_answers_without_the_key() {
     });
     let (s, _, body) = send(post("/api/chat/completions", body_stream(rx))).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(body, "request body larger than 1024 bytes\n");
+    assert_eq!(
+        message(&body),
+        "request body larger than the limit of 1024 bytes"
+    );
 
     // Within the limit, streamed: forwarded whole.
     let (tx, rx) = mpsc::channel(4);
@@ -357,6 +382,7 @@ async fn silent_upstream_is_504() {
     })
     .await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .upstream(allowed("slow", upstream))
         .response_timeout(Some(Duration::from_millis(300)))
         .build()
@@ -443,7 +469,7 @@ async fn ssrf_guard_refuses_every_internal_address_class() {
             "non-canonical IPv4 spelling of an address",
         ),
     ];
-    let mut builder = ApiForward::builder();
+    let mut builder = ApiForward::builder().callers(Callers::anyone());
     for (i, (base, _)) in table.iter().enumerate() {
         builder = builder.upstream(
             Upstream::new(format!("u{i}"), *base)
@@ -461,7 +487,7 @@ async fn ssrf_guard_refuses_every_internal_address_class() {
         let (status, _, body) = assert_no_key(res).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{base}: {body}");
         assert!(
-            body.starts_with("refused by the SSRF guard: upstream host"),
+            message(&body).starts_with("refused by the SSRF guard: upstream host"),
             "{base}: {body}"
         );
         assert!(body.contains(class), "{base}: {body}");
@@ -526,7 +552,9 @@ async fn ssrf_guard_refuses_names_resolving_inside() {
             "resolves to a loopback address (IPv4-mapped IPv6)",
         ),
     ];
-    let mut builder = ApiForward::builder().guard(SsrfGuard::new().resolver(table));
+    let mut builder = ApiForward::builder()
+        .callers(Callers::anyone())
+        .guard(SsrfGuard::new().resolver(table));
     for (i, (base, _)) in cases.iter().enumerate() {
         builder = builder.upstream(
             Upstream::new(format!("n{i}"), base.as_str())
@@ -572,6 +600,7 @@ async fn redirects_are_returned_not_followed() {
     })
     .await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .upstream(allowed("r", redirector))
         .build()
         .unwrap();
@@ -595,6 +624,7 @@ async fn loopback_allowed_by_cidr_works_and_other_hosts_stay_refused() {
     })
     .await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .guard(SsrfGuard::new().allow_cidr("127.0.0.0/8".parse().unwrap()))
         .upstream(
             Upstream::new("local", format!("http://{upstream}"))
@@ -689,6 +719,7 @@ where
 async fn https_upstream_speaking_only_h2() {
     let (addr, cert) = h2_only_tls_upstream().await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .add_root_certificate(cert)
         .upstream(
             Upstream::new("tls", format!("https://localhost:{}", addr.port()))
@@ -738,6 +769,7 @@ async fn sse_over_an_h2_only_https_upstream_streams_event_by_event() {
     })
     .await;
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .add_root_certificate(cert)
         .upstream(
             Upstream::new("llm", format!("https://localhost:{}/v1", addr.port()))
@@ -769,6 +801,7 @@ async fn wildcard_upstream_allowed_private_reaches_the_local_server() {
     let upstream = serve_fn(|_req: Request<Incoming>| async { Response::new(full("here")) }).await;
     let base = format!("http://0.0.0.0:{}", upstream.port());
     let forward = ApiForward::builder()
+        .callers(Callers::anyone())
         .upstream(
             Upstream::new("wild0", base.as_str())
                 .allow_methods([Method::GET])
@@ -783,4 +816,131 @@ async fn wildcard_upstream_allowed_private_reaches_the_local_server() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(support::text(res).await, "here");
+}
+
+/// A plain-text HTTP/2 client (prior knowledge), as a browser speaks h2 to a TLS gateway.
+fn h2_client(
+) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, TestBody>
+{
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// An h2-only TLS upstream streaming an event every 20 ms (at most 500), which reports on
+/// `reset` the event it was at when its response stream went away.
+async fn endless_h2_upstream(reset: mpsc::Sender<usize>) -> (SocketAddr, Vec<u8>) {
+    tls_h2_upstream(move |_req: Request<Incoming>| {
+        let reset = reset.clone();
+        async move {
+            let (tx, rx) = mpsc::channel(1);
+            tokio::spawn(async move {
+                for k in 0..500 {
+                    let event = Bytes::from(format!("data: {k}\n\n"));
+                    if tx.send(Ok(Frame::data(event))).await.is_err() {
+                        // hyper dropped the body: the stream was reset by the peer.
+                        let _ = reset.send(k).await;
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(body_stream(rx))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+fn h2_forwarder(addr: SocketAddr, cert: Vec<u8>) -> ApiForward {
+    ApiForward::builder()
+        .callers(Callers::anyone())
+        .add_root_certificate(cert)
+        .upstream(
+            Upstream::new("llm", format!("https://localhost:{}/v1", addr.port()))
+                .allow_methods([Method::POST])
+                .allow_paths(["/"])
+                .allow_private(true),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn h2_client_abort_resets_the_upstream_stream() {
+    let (reset_tx, mut reset_rx) = mpsc::channel(1);
+    let (addr, cert) = endless_h2_upstream(reset_tx).await;
+    let gateway = serve(h2_forwarder(addr, cert)).await;
+    for client in [h2_client(), client()] {
+        let req = Request::post(format!("http://{gateway}/llm/chat/completions"))
+            .body(full("{}"))
+            .unwrap();
+        let res = within(10, client.request(req)).await.unwrap();
+        let mut body = res.into_body();
+        for _ in 0..2 {
+            let frame = within(10, body.frame()).await.unwrap().unwrap();
+            assert!(frame.into_data().unwrap().starts_with(b"data: "));
+        }
+        // The browser aborts: the response body is dropped, the client stays.
+        drop(body);
+        let at = within(10, reset_rx.recv())
+            .await
+            .expect("the upstream saw the reset");
+        assert!(
+            at < 100,
+            "the upstream stream ended at event {at}, not at its end"
+        );
+        drop(client);
+    }
+}
+
+#[tokio::test]
+async fn h2_upstream_reset_mid_stream_reaches_the_client_as_an_error() {
+    let (addr, cert) = tls_h2_upstream(|_req: Request<Incoming>| async move {
+        let events = futures_util::stream::iter(0..3).then(|k| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if k < 2 {
+                Ok(Frame::data(Bytes::from(format!("data: {k}\n\n"))))
+            } else {
+                // hyper answers a body error with RST_STREAM on the upstream's stream.
+                Err::<Frame<Bytes>, BoxError>("the model crashed".into())
+            }
+        });
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(StreamBody::new(events).boxed_unsync())
+            .unwrap()
+    })
+    .await;
+    let gateway = serve(h2_forwarder(addr, cert)).await;
+    for (name, client) in [("h2", h2_client()), ("http/1.1", client())] {
+        let req = Request::post(format!("http://{gateway}/llm/chat/completions"))
+            .body(full("{}"))
+            .unwrap();
+        let res = within(10, client.request(req)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let mut body = res.into_body();
+        let mut seen = String::new();
+        let end = within(10, async {
+            loop {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            seen.push_str(&String::from_utf8_lossy(&data));
+                        }
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(()),
+                }
+            }
+        })
+        .await;
+        assert_eq!(seen, "data: 0\n\ndata: 1\n\n", "{name}");
+        assert!(
+            end.is_err(),
+            "{name}: the reset must not look like a clean end"
+        );
+    }
 }

@@ -1,15 +1,16 @@
-//! The browser-IDE flow for sandbox `demo`: token route → bootstrap (cookie + 303) → tunnel.
+//! The browser-IDE flow for sandbox `demo`: token route → bootstrap (cookie + 303) → tunnel, on
+//! the sandbox's own host `demo.ide.localhost:{port}` and on the shared origin under `/__ide/demo/`.
 
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::request::Parts;
-use axum::http::uri::PathAndQuery;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use sandbox_gateway::auth::{
-    bootstrap_url, Bootstrap, Claims, CookieConfig, TokenSigner, TunnelAuthLayer,
+    bootstrap_url, is_same_origin_request, Bootstrap, CookieConfig, SandboxHosts, TokenSigner,
+    TunnelAuthLayer, TunnelResolver,
 };
 use sandbox_gateway::proxy::ReverseProxy;
 use sandbox_gateway::rewrite::RewriteLayer;
@@ -24,28 +25,49 @@ pub fn signer() -> Result<TokenSigner, Box<dyn std::error::Error>> {
     }
 }
 
-/// Routes for the IDE flow: `POST /api/dev/demo/ide-token`, `GET /api/dev/{id}/ide?token=…`, and the
-/// tunnel `/__ide/{id}/…` to the demo sandbox (HTTP, SSE and WebSocket).
+/// The IDE's routes.
+pub struct IdeRoutes {
+    /// `POST /dev/demo/ide-token`, to nest under `/api` on the host's origin.
+    pub api: Router,
+    /// The bootstrap `GET /api/dev/{id}/ide?token=…` and the shared-origin tunnel `/__ide/{id}/…`.
+    pub pages: Router,
+    /// What a sandbox's own host serves: its bootstrap, and every other path to the sandbox.
+    pub sandbox_host: Router,
+}
+
+/// Routes for the IDE flow to the demo sandbox (HTTP, SSE and WebSocket), on its own host of
+/// `hosts` and on the shared origin.
 ///
 /// The token route stands for the host's own authenticated API: a real host checks its session
-/// (or `Authorization: Bearer`) and that the user owns the sandbox before issuing a token.
+/// (or `Authorization: Bearer`) and that the user owns the sandbox before issuing a token. It
+/// answers same-origin requests only: a sandbox's page must not mint links, and on
+/// `{id}.ide.example.com` it would be same-site with `app.example.com`.
 pub fn routes(
     signer: TokenSigner,
     sandbox: Upstream,
     proxy: ReverseProxy,
-) -> Result<(Router, Router), Box<dyn std::error::Error>> {
-    let cookie = CookieConfig::default();
+    hosts: SandboxHosts,
+) -> Result<IdeRoutes, Box<dyn std::error::Error>> {
+    let cookie = CookieConfig::builder()
+        .sandbox_hosts(hosts.clone())
+        .build()?;
     let issuer = signer.clone();
-    let token_route = Router::new().route(
+    let api = Router::new().route(
         "/dev/demo/ide-token",
-        post(move || {
+        post(move |parts: Parts| {
             let signer = issuer.clone();
+            let hosts = hosts.clone();
             async move {
+                if !is_same_origin_request(&parts) {
+                    return Err((StatusCode::FORBIDDEN, "Cross-origin request refused."));
+                }
                 let token = signer
                     .issue("demo", Duration::from_secs(60))
-                    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-                Ok::<_, StatusCode>(Json(
-                    serde_json::json!({ "url": bootstrap_url("demo", &token) }),
+                    .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "Cannot issue a link."))?;
+                let shared = bootstrap_url("demo", &token);
+                let own = hosts.url("demo", &shared).unwrap_or_else(|| shared.clone());
+                Ok(Json(
+                    serde_json::json!({ "url": own, "shared_origin_url": shared }),
                 ))
             }
         }),
@@ -54,41 +76,37 @@ pub fn routes(
         .cookie(cookie.clone())
         .build::<Body>()?;
 
-    // The tunnel: only a valid cookie for the sandbox in the path gets through; the gateway's cookie
-    // and Authorization are removed before the request reaches the sandbox.
+    // The tunnel: only a valid cookie for the sandbox (named by the Host, or by the path on the
+    // shared origin) gets through; the gateway's cookie and Authorization are removed before the
+    // request reaches the sandbox. One sandbox in this demo; a platform looks the id up in its
+    // orchestrator in the resolver's lookup.
     let tunnel = ServiceBuilder::new()
         .layer(TunnelAuthLayer::new(signer).cookie(cookie))
-        .layer(RouteLayer::new(move |parts: &Parts| {
-            let id = parts
-                .extensions
-                .get::<Claims>()
-                .map(|c| c.sandbox_id().to_owned());
-            let path = parts.uri.path_and_query().map(|pq| pq.as_str().to_owned());
+        .layer(RouteLayer::new(TunnelResolver::new(move |id: String| {
             let sandbox = sandbox.clone();
             async move {
-                // One sandbox in this demo; a platform looks the id up in its orchestrator here.
-                let (Some(id), Some(path)) = (id, path) else {
-                    return Err(RouteError::NotFound);
-                };
-                if id != "demo" {
-                    return Err(RouteError::Unavailable(format!(
+                if id == "demo" {
+                    Ok(sandbox)
+                } else {
+                    Err(RouteError::Unavailable(format!(
                         "sandbox {id} is not running"
-                    )));
+                    )))
                 }
-                let mount = format!("/__ide/{id}");
-                let rest: PathAndQuery = path[mount.len()..]
-                    .parse()
-                    .map_err(|_| RouteError::BadPath("invalid path"))?;
-                Ok(sandbox.target(rest).with_mount(mount))
             }
-        }))
-        // The sandbox's cookies namespaced under its mount, the host's kept from it, its answers
-        // kept from changing anything outside it. No `Forwarded`: code-server compares its
-        // `host=` with the Origin quotes and all, and X-Forwarded-Host says the same.
-        .layer(RewriteLayer::new().forwarded(false))
+        })))
+        // The sandbox's cookies namespaced under its route, the host's kept from it, its answers
+        // kept from changing anything outside it.
+        .layer(RewriteLayer::new())
         .service(proxy);
     let pages = Router::new()
+        .route_service("/api/dev/{id}/ide", bootstrap.clone())
+        .route_service("/__ide/{*rest}", tunnel.clone());
+    let sandbox_host = Router::new()
         .route_service("/api/dev/{id}/ide", bootstrap)
-        .route_service("/__ide/{*rest}", tunnel);
-    Ok((token_route, pages))
+        .fallback_service(tunnel);
+    Ok(IdeRoutes {
+        api,
+        pages,
+        sandbox_host,
+    })
 }

@@ -1,6 +1,8 @@
 //! The embedded "external API" behind `/api/proxy/demo-llm/`: HTTPS with a self-signed certificate
 //! for `localhost`, HTTP/2 only (ALPN offers `h2` alone), streaming chat completions as Server-Sent
-//! Events to callers that present `Authorization: Bearer demo-key`.
+//! Events to callers that present `Authorization: Bearer demo-key`; and the gateway's side of it:
+//! the forwarder, which spends that key only for callers holding an API token from the host's
+//! route `POST /api/llm-token`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,9 +15,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
+use http::Method;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+use sandbox_gateway::auth::TokenSigner;
+use sandbox_gateway::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
+use sandbox_gateway::forward::{ApiForward, Callers, Quota, Secret, Upstream};
 use tokio_rustls::rustls;
+use tower::ServiceBuilder;
 
 /// The key the demo API expects; the gateway injects it, the browser never sees it.
 pub const DEMO_KEY: &str = "demo-key";
@@ -69,6 +76,62 @@ pub async fn start() -> Result<Llm, Box<dyn std::error::Error>> {
         addr,
         cert: cert.to_vec(),
     })
+}
+
+/// How long an API token from `POST /api/llm-token` is valid.
+pub const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// The gateway's API routes: `POST /api/llm-token` (the host's route minting a token for
+/// `demo-llm`, as plain text; a real host checks the user's session first) and the service to
+/// mount at `/api/proxy`: CORS for `origins` with the headers API SDKs send, then the forwarder
+/// to the demo API for token holders only, with quotas and SSE heartbeats.
+pub fn api(llm: &Llm, origins: &[String]) -> Result<(Router, Router), Box<dyn std::error::Error>> {
+    // One process: a random key (replicas share one, `TokenSigner::new`).
+    let signer = TokenSigner::random()?;
+    let forward = ApiForward::builder()
+        .callers(Callers::api_tokens(signer.clone()))
+        .quota(
+            Quota::new()
+                .requests(60, Duration::from_secs(60))
+                .concurrent_streams(4),
+        )
+        // Idle streams outlive tunnels and CDNs that cut at about 100 s.
+        .sse_heartbeat(Duration::from_secs(15))
+        .add_root_certificate(llm.cert.clone())
+        .upstream(
+            Upstream::new(
+                "demo-llm",
+                format!("https://localhost:{}/v1", llm.addr.port()),
+            )
+            .allow_methods([Method::POST])
+            .allow_paths(["/chat/completions"])
+            .inject_header(header::AUTHORIZATION, Secret::bearer(DEMO_KEY)?)
+            // The demo API is on loopback, which the SSRF guard refuses unless told.
+            .allow_private(true),
+        )
+        .build()?;
+    // CORS only lets the SDKs' requests through the browser; the token is the access control.
+    let cors = CorsLayer::builder()
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+        .allow_methods([Method::POST])
+        .allow_headers(AllowHeaders::api_sdks())
+        .expose_headers(ExposeHeaders::api_sdks())
+        .max_age(Duration::from_secs(600))
+        .build()?;
+    let proxy = Router::new().nest_service(
+        "/api/proxy",
+        ServiceBuilder::new().layer(cors).service(forward),
+    );
+    let mint = post(move || {
+        let signer = signer.clone();
+        async move {
+            match signer.issue_api("demo-user", ["demo-llm"], TOKEN_TTL) {
+                Ok(token) => (StatusCode::OK, token).into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+            }
+        }
+    });
+    Ok((Router::new().route("/api/llm-token", mint), proxy))
 }
 
 /// Any JSON body gets the same streamed answer; a missing or wrong key gets 401.

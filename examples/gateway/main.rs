@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example gateway -- [--listen ADDR] [--demo-port P] [--allow-port Q]...
+//!     [--tls-cert CERT.pem --tls-key KEY.pem] [--no-demo]
 //! cargo run --example gateway --features metrics   # and the crate's counters at /metrics
 //! ```
 //!
@@ -14,9 +15,15 @@
 //! X-Forwarded-* headers, and redirects and cookies mapped back under `/proxy/{port}/`. The runtime
 //! honours `TOKIO_WORKER_THREADS`.
 //!
-//! `/metrics` (loopback peers only) serves what the gateway counted in Prometheus text; `--no-demo`
-//! leaves the demo sandbox stopped (its port then needs `--demo-port`), so the self-check page at `/`
-//! shows what a visitor sees when a sandbox is down.
+//! The gateway is served by `sandbox_gateway::serve::Server`: HTTP/1.1 and HTTP/2, header-read and
+//! idle timeouts, connection caps per client, and on Ctrl-C a graceful shutdown that lets requests
+//! finish and then closes the WebSocket tunnels. With `--tls-cert` and `--tls-key` (PEM) it serves
+//! HTTPS, `h2` and `http/1.1` by ALPN.
+//!
+//! The index (`/`) runs a self-check in the visitor's browser (`selfcheck.html`). `/metrics`
+//! (loopback peers only) serves what the gateway counted in Prometheus text. `--no-demo` leaves the
+//! demo sandbox stopped (its port then needs `--demo-port`), so the self-check shows what a visitor
+//! sees when a sandbox is down.
 
 mod demo;
 mod ide;
@@ -26,19 +33,18 @@ mod metrics;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
-use http::{header, Method};
-use sandbox_gateway::cors::{AllowOrigin, CorsLayer};
-use sandbox_gateway::forward::{ApiForward, Secret, Upstream};
+use sandbox_gateway::auth::SandboxHosts;
 use sandbox_gateway::host::HostAllowlistLayer;
 use sandbox_gateway::isolation::IsolationLayer;
 use sandbox_gateway::proxy::ReverseProxy;
-use sandbox_gateway::rewrite::{ClientAddr, RewriteLayer};
+use sandbox_gateway::rewrite::RewriteLayer;
 use sandbox_gateway::route::{check_public_port, HostPattern, HostRoute, PathMount, RouteLayer};
+use sandbox_gateway::serve::{Server, TlsConfig};
 use sandbox_gateway::sse::SseLayer;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -48,11 +54,13 @@ struct Args {
     allow_ports: Vec<u16>,
     allow_origins: Vec<String>,
     allow_hosts: Vec<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
     no_demo: bool,
 }
 
 const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-port Q]... \
-[--allow-origin ORIGIN]... [--allow-host NAME]... [--no-demo]
+[--allow-origin ORIGIN]... [--allow-host NAME]... [--tls-cert CERT.pem --tls-key KEY.pem] [--no-demo]
 
   --listen ADDR          where the gateway listens (default 127.0.0.1:8080)
   --demo-port P          the demo sandbox's port on [::1] (default 5173)
@@ -62,6 +70,8 @@ const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-por
                          default https://*.webcontainer-api.io)
   --allow-host NAME      a Host the gateway answers besides loopback names; *.suffix allowed
                          (repeatable)
+  --tls-cert CERT.pem    serve HTTPS with this certificate chain (PEM; needs --tls-key)
+  --tls-key KEY.pem      the certificate's private key (PEM)
   --no-demo              do not start the demo sandbox (needs --demo-port): the gateway
                          still routes to its port, so its pages show a stopped sandbox";
 
@@ -75,6 +85,8 @@ fn parse_args() -> Result<Args, String> {
         allow_ports: Vec::new(),
         allow_origins: Vec::new(),
         allow_hosts: Vec::new(),
+        tls_cert: None,
+        tls_key: None,
         no_demo: false,
     };
     let mut it = std::env::args().skip(1);
@@ -102,6 +114,8 @@ fn parse_args() -> Result<Args, String> {
             }
             "--allow-origin" => args.allow_origins.push(value("--allow-origin")?),
             "--allow-host" => args.allow_hosts.push(value("--allow-host")?),
+            "--tls-cert" => args.tls_cert = Some(value("--tls-cert")?),
+            "--tls-key" => args.tls_key = Some(value("--tls-key")?),
             "--no-demo" => args.no_demo = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -109,6 +123,9 @@ fn parse_args() -> Result<Args, String> {
             }
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".to_owned());
     }
     if args.no_demo && args.demo_port == 0 {
         return Err("--no-demo needs --demo-port P (a port other than 0)".to_owned());
@@ -148,7 +165,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let demo = if args.no_demo {
-        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, args.demo_port))
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, args.demo_port))
     } else {
         demo::start(args.demo_port).await.map_err(|e| {
             format!(
@@ -158,6 +175,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         })?
     };
     let counted = metrics::install()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            TlsConfig::from_pem_files(cert, key)
+                .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?,
+        ),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -215,46 +240,33 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let isolation = IsolationLayer::new();
 
     let sandbox = format!("http://localhost:{port}").parse()?;
-    let (ide_api, ide_pages) = ide::routes(ide::signer()?, sandbox, proxy.clone())?;
+    // The IDE of sandbox `demo` on a host of its own, `demo.ide.localhost:{gw port}`, and on the
+    // shared origin under `/__ide/demo/`.
+    let ide_hosts =
+        SandboxHosts::new(&format!("{{id}}.ide.localhost:{}", gw.port()))?.https(scheme == "https");
+    let ide = ide::routes(ide::signer()?, sandbox, proxy.clone(), ide_hosts.clone())?;
 
-    // `/api/proxy/demo-llm/…` → the embedded HTTPS, h2-only demo API; the key stays here.
+    // `/api/proxy/demo-llm/…` → the embedded HTTPS, h2-only demo API; the key stays here and is
+    // spent only for holders of a token from `POST /api/llm-token`.
     let llm = llm::start().await?;
-    let forward = ApiForward::builder()
-        .add_root_certificate(llm.cert.clone())
-        .upstream(
-            Upstream::new(
-                "demo-llm",
-                format!("https://localhost:{}/v1", llm.addr.port()),
-            )
-            .allow_methods([Method::POST])
-            .allow_paths(["/chat/completions"])
-            .inject_header(header::AUTHORIZATION, Secret::bearer(llm::DEMO_KEY)?)
-            // The demo API is on loopback, which the SSRF guard refuses unless told.
-            .allow_private(true),
-        )
-        .build()?;
-    let cors = CorsLayer::builder()
-        .allow_origin(AllowOrigin::list(args.allow_origins.iter().cloned()))
-        .allow_methods([Method::POST])
-        // The key is injected by the gateway: the app sends no Authorization of its own.
-        .allow_headers([header::CONTENT_TYPE])
-        .max_age(std::time::Duration::from_secs(600))
-        .build()?;
-    let api_proxy = ServiceBuilder::new().layer(cors).service(forward);
+    let (llm_token, api_proxy) = llm::api(&llm, &args.allow_origins)?;
 
     let index = index_page(port);
-    let app = Router::new()
+    let host_app = Router::new()
         .route("/", get(move || async move { Html(index) }))
         .route("/ide", get(|| async { Html(IDE_PAGE) }))
-        .nest("/api", ide_api)
-        .nest_service("/api/proxy", api_proxy)
-        .merge(ide_pages)
+        .nest("/api", ide.api)
+        .merge(llm_token)
+        .merge(api_proxy)
+        .merge(ide.pages)
         .merge(metrics::route(counted))
         .fallback_service(previews)
-        .layer(preview_by_host)
+        .layer(preview_by_host);
+    // A sandbox's own host gets the IDE's bootstrap and tunnel, never the host's routes.
+    let app = Router::new()
+        .fallback_service(ide_hosts.split(ide.sandbox_host, host_app))
         .layer(isolation)
-        .layer(hosts)
-        .layer(middleware::map_request(client_addr));
+        .layer(hosts);
 
     if args.no_demo {
         println!(
@@ -264,24 +276,28 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         println!("demo sandbox (dev server) on http://{demo} (IPv6 loopback only)");
     }
-    println!("gateway on http://{gw}\n");
+    println!("gateway on {scheme}://{gw}\n");
     println!("try:");
     for (path, what) in links(port) {
-        println!("  http://{gw}{path:<28} {what}");
+        println!("  {scheme}://{gw}{path:<28} {what}");
     }
     println!(
-        "  curl -N -X POST http://{gw}/api/proxy/demo-llm/chat/completions -H 'content-type: application/json' -d '{{}}'\n  {:28} streamed tokens from the demo API (https://localhost:{}, h2 only), key injected here",
+        "  curl -N -X POST {scheme}://{gw}/api/proxy/demo-llm/chat/completions -H \"authorization: Bearer $(curl -s -X POST {scheme}://{gw}/api/llm-token)\" -H 'content-type: application/json' -d '{{}}'\n  {:28} streamed tokens from the demo API (https://localhost:{}, h2 only): a token from the host's route, the key injected here",
         "",
         llm.addr.port()
     );
     println!("\nports reachable through /proxy/{{port}}/: {ports:?}");
     println!(
-        "the same ports by Host: http://{{port}}.localhost:{}/ (e.g. http://{port}.localhost:{}/)",
+        "the same ports by Host: {scheme}://{{port}}.localhost:{}/ (e.g. {scheme}://{port}.localhost:{}/)",
         gw.port(),
         gw.port()
     );
     println!(
-        "metrics (Prometheus text, loopback peers only): http://{gw}/metrics{}",
+        "the IDE of sandbox demo on its own origin: http://demo.ide.localhost:{}/ (open it from /ide)",
+        gw.port()
+    );
+    println!(
+        "metrics (Prometheus text, loopback peers only): {scheme}://{gw}/metrics{}",
         if cfg!(feature = "metrics") {
             ""
         } else {
@@ -298,22 +314,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     );
 
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        proxy.close_tunnels();
-    })
-    .await?;
+    // Timeouts, connection caps and graceful shutdown: the defaults of `serve::Server`. Every
+    // request carries the peer's address to the rewrite layers (`X-Forwarded-For`).
+    let mut server = Server::builder().on_drained(move || proxy.close_tunnels());
+    if let Some(tls) = tls {
+        server = server.tls(tls);
+    }
+    server
+        .build()?
+        .serve(listener, app, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
-}
-
-/// Hands the peer address to the rewrite layers (`X-Forwarded-For`, `Forwarded: for=`).
-async fn client_addr(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut req: Request) -> Request {
-    req.extensions_mut().insert(ClientAddr(peer));
-    req
 }
 
 /// A host page for the IDE flow: it asks the token route for a link and opens it in a new tab, as
@@ -321,14 +334,18 @@ async fn client_addr(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut req: Reques
 const IDE_PAGE: &str = r#"<!doctype html><html><head><meta charset="utf-8"><title>open the IDE</title></head>
 <body><h1>Browser IDE</h1>
 <button id="open">Open the IDE for sandbox demo in a new tab</button>
+<button id="open-shared">… on the shared origin (/__ide/demo/)</button>
 <p id="status"></p>
 <script>
-document.getElementById("open").onclick = async () => {
+async function openIde(which) {
   const res = await fetch("/api/dev/demo/ide-token", { method: "POST" });
-  const { url } = await res.json();
+  const links = await res.json();
+  const url = links[which];
   document.getElementById("status").textContent = "opened " + url.split("?")[0];
   window.open(url, "_blank");
-};
+}
+document.getElementById("open").onclick = () => openIde("url");
+document.getElementById("open-shared").onclick = () => openIde("shared_origin_url");
 </script></body></html>"#;
 
 fn links(port: u16) -> Vec<(String, &'static str)> {
@@ -350,7 +367,7 @@ fn links(port: u16) -> Vec<(String, &'static str)> {
         (format!("/proxy/{port}/cookie"), "a Set-Cookie with Path=/"),
         (
             "/ide".to_owned(),
-            "the browser-IDE flow: token → cookie → /__ide/demo/",
+            "the browser-IDE flow: token → cookie → the IDE on its own host demo.ide.localhost (or /__ide/demo/)",
         ),
     ]
 }

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use pin_project_lite::pin_project;
@@ -19,7 +20,7 @@ use tower_service::Service;
 use super::cookie::{ConfigError, CookieConfig};
 use super::id::is_valid_sandbox_id;
 use super::nonce::{MemoryNonceStore, NonceStore, NonceStoreError};
-use super::token::{Audience, TokenError, TokenSigner};
+use super::token::{Audience, Claims, TokenError, TokenSigner};
 use crate::util::text_response;
 
 /// The default bootstrap path pattern.
@@ -103,14 +104,20 @@ impl PathPattern {
 ///
 /// A browser tab cannot carry `Authorization: Bearer`, so the host's own authenticated route
 /// issues a short-lived token ([`TokenSigner::issue`]) and hands out
-/// `/api/dev/{id}/ide?token=…` ([`bootstrap_url`]). Opening it, `Bootstrap`:
+/// `/api/dev/{id}/ide?token=…` ([`bootstrap_url`]), on the host's origin or, with
+/// [`SandboxHosts`](super::SandboxHosts), on the sandbox's own (`SandboxHosts::url`). Opening it,
+/// `Bootstrap`:
 ///
-/// 1. matches the path against its pattern (default `/api/dev/{id}/ide`; `404` otherwise) and
-///    accepts `GET` only (`405` otherwise, so link previewers sending `HEAD` do not spend it);
-/// 2. verifies the `token` query parameter for that sandbox id with [`Audience::Bootstrap`];
+/// 1. matches the path against its pattern (default `/api/dev/{id}/ide`; `404` otherwise, and on
+///    a sandbox's own host also when the id in the path is not the Host's) and accepts `GET` only
+///    (`405` otherwise, so link previewers sending `HEAD` do not spend it);
+/// 2. verifies the `token` query parameter for that sandbox id with [`Audience::Bootstrap`], then
+///    runs the [`check_subject`](BootstrapBuilder::check_subject) hook, if any;
 /// 3. records its nonce in the [`NonceStore`] until it expires: each token works once;
-/// 4. answers `303 See Other` to the tunnel, `/__ide/{id}/` (without the token), with the cookie
-///    described by [`CookieConfig`], whose value is a fresh token with [`Audience::Cookie`].
+/// 4. answers `303 See Other` into the tunnel (without the token) — `/__ide/{id}/` on the shared
+///    origin, `/` on the sandbox's own host — with the cookie described by [`CookieConfig`]
+///    (host-only there), whose value is a fresh token with [`Audience::Cookie`] carrying the
+///    link's subject.
 ///
 /// Every answer carries `Cache-Control: no-store` and `Referrer-Policy: no-referrer`, so the token
 /// in the URL is neither cached nor sent on as a referrer. A missing, bad, expired or spent token
@@ -141,7 +148,11 @@ struct Config {
     cookie: CookieConfig,
     store: Arc<dyn NonceStore>,
     path: PathPattern,
+    check_subject: Option<SubjectCheck>,
 }
+
+/// The hook of [`BootstrapBuilder::check_subject`].
+type SubjectCheck = Arc<dyn Fn(&Parts, &Claims) -> bool + Send + Sync>;
 
 impl<ResBody> Clone for Bootstrap<ResBody> {
     fn clone(&self) -> Self {
@@ -168,6 +179,7 @@ pub struct BootstrapBuilder {
     cookie: CookieConfig,
     store: Option<Arc<dyn NonceStore>>,
     path: String,
+    check_subject: Option<SubjectCheck>,
 }
 
 impl fmt::Debug for BootstrapBuilder {
@@ -189,6 +201,7 @@ impl Bootstrap {
             cookie: CookieConfig::default(),
             store: None,
             path: DEFAULT_BOOTSTRAP_PATH.to_owned(),
+            check_subject: None,
         }
     }
 }
@@ -219,6 +232,42 @@ impl BootstrapBuilder {
         self
     }
 
+    /// A check of the link's subject against the request that opens it, run after the token
+    /// verified and before its nonce is spent: return `false` to refuse the link (`403`, "This
+    /// IDE link was issued for another user"). The token's subject ([`Claims::subject`], set by
+    /// [`TokenSigner::issue_for`]) is the user the host minted it for; compare it with the host's
+    /// session in the request (its session cookie, when the bootstrap is on the host's origin), so
+    /// a link leaked to, or planted on, another user does not open their browser into someone
+    /// else's sandbox. Tokens without a subject reach the hook too (`subject()` is `None`).
+    ///
+    /// On a sandbox's own host ([`CookieConfigBuilder::sandbox_hosts`](super::CookieConfigBuilder::sandbox_hosts))
+    /// the host's cookies are not sent to the bootstrap (that is the point of the separate
+    /// origin); check there what the host can still see, such as whether the subject may still
+    /// open the sandbox.
+    ///
+    /// ```
+    /// use axum::body::Body;
+    /// use sandbox_gateway::auth::{Bootstrap, TokenSigner};
+    ///
+    /// let signer = TokenSigner::new([7u8; 32])?;
+    /// let bootstrap = Bootstrap::builder(signer)
+    ///     .check_subject(|parts, claims| {
+    ///         // The host's session cookie names the logged-in user (a real host looks it up).
+    ///         let user = parts.headers.get("x-user").and_then(|v| v.to_str().ok());
+    ///         claims.subject().is_some() && user == claims.subject()
+    ///     })
+    ///     .build::<Body>()?;
+    /// # let _ = bootstrap;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check_subject(
+        mut self,
+        check: impl Fn(&Parts, &Claims) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.check_subject = Some(Arc::new(check));
+        self
+    }
+
     /// Checks the configuration and builds the service, answering with `ResBody`.
     pub fn build<ResBody>(self) -> Result<Bootstrap<ResBody>, ConfigError> {
         let path = PathPattern::parse(&self.path)?;
@@ -230,6 +279,7 @@ impl BootstrapBuilder {
                     .store
                     .unwrap_or_else(|| Arc::new(MemoryNonceStore::default())),
                 path,
+                check_subject: self.check_subject,
             }),
             _body: PhantomData,
         })
@@ -300,16 +350,30 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let c = &self.config;
-        let Some(id) = c.path.matches(req.uri().path()) else {
+        let (parts, _body) = req.into_parts();
+        let own_host = match c.cookie.sandbox_host(&parts.uri, &parts.headers) {
+            Ok(h) => h,
+            Err(e) => {
+                return BootstrapFuture::ready(no_referrer(text_response(
+                    e.status(),
+                    format!("{e}."),
+                )))
+            }
+        };
+        let Some(id) = c.path.matches(parts.uri.path()) else {
             return BootstrapFuture::ready(text_response(StatusCode::NOT_FOUND, "Not found."));
         };
+        // On a sandbox's own host, only that sandbox's link opens.
+        if own_host.as_deref().is_some_and(|host_id| host_id != id) {
+            return BootstrapFuture::ready(text_response(StatusCode::NOT_FOUND, "Not found."));
+        }
         if !is_valid_sandbox_id(id) {
             return BootstrapFuture::ready(no_referrer(text_response(
                 StatusCode::BAD_REQUEST,
                 "Invalid sandbox id in the path.",
             )));
         }
-        if req.method() != Method::GET {
+        if parts.method != Method::GET {
             let mut res = no_referrer(text_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "Open this link with GET.",
@@ -318,7 +382,7 @@ where
                 .insert(header::ALLOW, HeaderValue::from_static("GET"));
             return BootstrapFuture::ready(res);
         }
-        let token = match query_token(req.uri().query()) {
+        let token = match query_token(parts.uri.query()) {
             Ok(Some(t)) => t,
             Ok(None) => return BootstrapFuture::ready(refusal(None)),
             Err(()) => return BootstrapFuture::ready(refusal(Some(TokenError::Malformed))),
@@ -330,27 +394,43 @@ where
                 return BootstrapFuture::ready(refusal(Some(e)));
             }
         };
-        let secure = c.cookie.is_secure(&req);
-        let session = match c.signer.sign(id, Audience::Cookie, c.cookie.max_age()) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot sign the tunnel cookie");
+        if let Some(check) = &c.check_subject {
+            if !check(&parts, &claims) {
+                tracing::debug!(sandbox = id, "bootstrap token refused: subject check");
                 return BootstrapFuture::ready(no_referrer(text_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Cannot open the IDE right now; try again in a moment.",
+                    StatusCode::FORBIDDEN,
+                    format!("This IDE link was issued for another user. {REOPEN}"),
                 )));
             }
-        };
+        }
+        let own_host = own_host.is_some();
+        let secure = c.cookie.is_secure_head(&parts.uri, &parts.headers);
+        let session =
+            match c
+                .signer
+                .sign_for(id, claims.subject(), Audience::Cookie, c.cookie.max_age())
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot sign the tunnel cookie");
+                    return BootstrapFuture::ready(no_referrer(text_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Cannot open the IDE right now; try again in a moment.",
+                    )));
+                }
+            };
         let mut res = Response::new(ResBody::from(Bytes::new()));
         *res.status_mut() = StatusCode::SEE_OTHER;
         let h = res.headers_mut();
-        h.insert(
-            header::LOCATION,
-            HeaderValue::try_from(c.cookie.mount(id)).expect("validated id and prefix"),
-        );
+        let location = if own_host {
+            HeaderValue::from_static("/")
+        } else {
+            HeaderValue::try_from(c.cookie.mount(id)).expect("validated id and prefix")
+        };
+        h.insert(header::LOCATION, location);
         h.insert(
             header::SET_COOKIE,
-            c.cookie.set_cookie(id, &session, secure),
+            c.cookie.set_cookie(id, &session, secure, own_host),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(

@@ -4,26 +4,33 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::Scheme;
-use http::Request;
+use http::{Request, Uri};
 
+use super::sandbox_hosts::SandboxHosts;
+use crate::host::{is_loopback_host, request_host};
+use crate::route::RouteError;
 use crate::util::{cookie_pairs as pairs, split_cookie_pair as split_pair};
 
-/// When the tunnel cookie gets the `Secure` attribute (and the `__Secure-` name prefix).
+/// When the tunnel cookie gets the `Secure` attribute (and the `__Host-` / `__Secure-` name
+/// prefix).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SecureCookie {
-    /// `Secure` when the bootstrap request came over HTTPS: its URI has the `https` scheme (as
-    /// HTTP/2 requests do), or, when [`trust_forwarded_proto`](CookieConfigBuilder::trust_forwarded_proto)
-    /// is on, the nearest `X-Forwarded-Proto` / `Forwarded: proto=` says `https`.
+    /// `Secure` everywhere except plain HTTP on a loopback host (`localhost`, `*.localhost`,
+    /// `127.0.0.0/8`, `[::1]`).
     ///
-    /// A server terminating TLS itself over HTTP/1.1 sees origin-form URIs without a scheme: use
-    /// [`Always`](Self::Always) there.
+    /// A request counts as HTTPS when its URI has the `https` scheme (as HTTP/2 requests do) or,
+    /// with [`trust_forwarded_proto`](CookieConfigBuilder::trust_forwarded_proto), when the
+    /// nearest `X-Forwarded-Proto` / `Forwarded: proto=` says `https`. Any other request is
+    /// `Secure` too unless its Host is a loopback name: a gateway behind a TLS terminator that
+    /// sends no `X-Forwarded-Proto` still issues `Secure` cookies, and only a local development
+    /// setup on `http://localhost` gets plain ones.
     #[default]
     Auto,
     /// Always `Secure`. Browsers drop `Secure` cookies set over plain `http://`, except that
     /// Chromium and Firefox accept them on `http://localhost`.
     Always,
-    /// Never `Secure` (plain-HTTP development setups on another host than `localhost`).
+    /// Never `Secure` (plain-HTTP development setups on another host than a loopback name).
     Never,
 }
 
@@ -49,20 +56,31 @@ pub enum ConfigError {
     /// A third-party embed cookie (`SameSite=None; Partitioned`) must be `Secure`.
     #[error("a third-party embed cookie (SameSite=None; Partitioned) requires Secure; SecureCookie::Never is not allowed with it")]
     EmbedNeedsSecure,
+    /// The per-sandbox host pattern is malformed or does not capture exactly `{id}`.
+    #[error("invalid sandbox hosts: {0}")]
+    SandboxHosts(String),
 }
 
 /// How the tunnel cookie is named, scoped and flagged. Shared by [`Bootstrap`](super::Bootstrap)
 /// (which sets it) and [`TunnelAuthLayer`](super::TunnelAuthLayer) (which checks and strips it):
 /// give both the same value.
 ///
-/// For sandbox `demo` with the defaults, the cookie is
-/// `sgw_ide_demo=<token>; Path=/__ide/demo/; Max-Age=43200; HttpOnly; SameSite=Lax`, plus
-/// `Secure` and the name `__Secure-sgw_ide_demo` when the bootstrap request came over HTTPS.
+/// For sandbox `demo` with the defaults, on the shared origin, the cookie is
+/// `__Secure-sgw_ide_demo=<token>; Path=/__ide/demo/; Max-Age=43200; HttpOnly; Secure; SameSite=Lax`,
+/// and `sgw_ide_demo=<token>; Path=/__ide/demo/; …` (no `Secure`, no prefix) on plain-HTTP
+/// loopback hosts ([`SecureCookie::Auto`]).
+///
+/// On a sandbox's own host ([`sandbox_hosts`](CookieConfigBuilder::sandbox_hosts)) the cookie is
+/// host-only and covers the whole origin: `__Host-sgw_ide_demo=<token>; Path=/; …; Secure`, or
+/// `sgw_ide_demo=<token>; Path=/; …` on `http://demo.ide.localhost`.
 ///
 /// - `SameSite=Lax`, not `Strict`: a bootstrap link opened from another site (a dashboard on
 ///   another domain) would lose a `Strict` cookie on the 303's follow-up request.
-/// - The name never takes the `__Host-` prefix: that prefix requires `Path=/`, and this cookie is
-///   scoped to the sandbox's tunnel, `Path=/__ide/{id}/`.
+/// - On the shared origin the name takes `__Secure-`, not `__Host-`: that prefix requires
+///   `Path=/`, and this cookie is scoped to the sandbox's tunnel, `Path=/__ide/{id}/`.
+/// - The tunnel accepts only the name it would set for the request in hand: once the gateway
+///   issues `__Host-`/`__Secure-` names, a cookie of the bare name (which a sibling host or a
+///   plain-HTTP page could plant) is not a credential.
 /// - The value is itself a signed token with [`Audience::Cookie`](super::Audience::Cookie), bound
 ///   to the sandbox id and expiring with `Max-Age`.
 ///
@@ -87,6 +105,7 @@ pub struct CookieConfig {
     trust_forwarded_proto: bool,
     max_age: Duration,
     third_party_embed: bool,
+    sandbox_hosts: Option<SandboxHosts>,
 }
 
 impl Default for CookieConfig {
@@ -113,6 +132,7 @@ impl Default for CookieConfigBuilder {
                 trust_forwarded_proto: false,
                 max_age: Duration::from_secs(12 * 3600),
                 third_party_embed: false,
+                sandbox_hosts: None,
             },
         }
     }
@@ -178,6 +198,14 @@ impl CookieConfigBuilder {
         self
     }
 
+    /// Serves each sandbox on a host of its own as well (see [`SandboxHosts`]): on a matching
+    /// Host, the bootstrap and the tunnel take the sandbox id from the Host and the cookie is
+    /// host-only (`Path=/`, `__Host-` when `Secure`). Other hosts keep the path mount.
+    pub fn sandbox_hosts(mut self, hosts: SandboxHosts) -> Self {
+        self.config.sandbox_hosts = Some(hosts);
+        self
+    }
+
     /// Checks and returns the configuration.
     pub fn build(self) -> Result<CookieConfig, ConfigError> {
         let c = self.config;
@@ -204,6 +232,7 @@ impl CookieConfigBuilder {
 }
 
 const SECURE_PREFIX: &str = "__Secure-";
+const HOST_PREFIX: &str = "__Host-";
 
 impl CookieConfig {
     /// A builder starting from the defaults.
@@ -211,7 +240,8 @@ impl CookieConfig {
         CookieConfigBuilder::default()
     }
 
-    /// The tunnel mount of sandbox `id`: `{prefix}/{id}/`, the 303 target and the cookie `Path`.
+    /// The tunnel mount of sandbox `id` on the shared origin: `{prefix}/{id}/`, the 303 target and
+    /// the cookie `Path` there (on a sandbox's own host both are `/`).
     pub fn mount(&self, id: &str) -> String {
         format!("{}/{}/", self.tunnel_prefix, id)
     }
@@ -221,27 +251,49 @@ impl CookieConfig {
         self.max_age
     }
 
+    /// The per-sandbox hosts, when configured.
+    pub fn sandbox_hosts(&self) -> Option<&SandboxHosts> {
+        self.sandbox_hosts.as_ref()
+    }
+
     pub(crate) fn tunnel_prefix(&self) -> &str {
         &self.tunnel_prefix
     }
 
-    /// The cookie name for sandbox `id`, with or without the `__Secure-` prefix.
-    pub(crate) fn cookie_name(&self, id: &str, secure: bool) -> String {
-        if secure {
-            format!("{SECURE_PREFIX}{}_{id}", self.name)
-        } else {
-            format!("{}_{id}", self.name)
+    /// The sandbox whose own host the request is addressed to, when per-sandbox hosts are
+    /// configured and the Host matches; `Err` for a missing, repeated or malformed Host.
+    pub(crate) fn sandbox_host(
+        &self,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Option<String>, RouteError> {
+        match &self.sandbox_hosts {
+            Some(hosts) => hosts.id_of_head(uri, headers),
+            None => Ok(None),
+        }
+    }
+
+    /// The cookie name for sandbox `id`: `__Host-` when `Secure` on the sandbox's own host,
+    /// `__Secure-` when `Secure` on the shared origin, bare otherwise.
+    pub(crate) fn cookie_name(&self, id: &str, secure: bool, own_host: bool) -> String {
+        match (secure, own_host) {
+            (true, true) => format!("{HOST_PREFIX}{}_{id}", self.name),
+            (true, false) => format!("{SECURE_PREFIX}{}_{id}", self.name),
+            (false, _) => format!("{}_{id}", self.name),
         }
     }
 
     /// Whether a cookie of this name belongs to the gateway (for any sandbox).
     pub(crate) fn is_gateway_cookie(&self, name: &[u8]) -> bool {
-        let name = match name.get(..SECURE_PREFIX.len()) {
-            Some(p) if p.eq_ignore_ascii_case(SECURE_PREFIX.as_bytes()) => {
-                &name[SECURE_PREFIX.len()..]
-            }
-            _ => name,
+        let strip = |name: &'_ [u8], prefix: &str| -> Option<usize> {
+            name.get(..prefix.len())
+                .filter(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+                .map(|_| prefix.len())
         };
+        let skip = strip(name, SECURE_PREFIX)
+            .or_else(|| strip(name, HOST_PREFIX))
+            .unwrap_or(0);
+        let name = &name[skip..];
         name.len() > self.name.len()
             && name.starts_with(self.name.as_bytes())
             && name[self.name.len()] == b'_'
@@ -249,6 +301,11 @@ impl CookieConfig {
 
     /// Whether the cookie set in answer to `req` is `Secure`.
     pub(crate) fn is_secure<B>(&self, req: &Request<B>) -> bool {
+        self.is_secure_head(req.uri(), req.headers())
+    }
+
+    /// As [`is_secure`](Self::is_secure), from a request's URI and headers.
+    pub(crate) fn is_secure_head(&self, uri: &Uri, headers: &HeaderMap) -> bool {
         if self.third_party_embed {
             return true;
         }
@@ -256,19 +313,34 @@ impl CookieConfig {
             SecureCookie::Always => true,
             SecureCookie::Never => false,
             _ => {
-                req.uri().scheme() == Some(&Scheme::HTTPS)
-                    || (self.trust_forwarded_proto && forwarded_https(req.headers()))
+                uri.scheme() == Some(&Scheme::HTTPS)
+                    || (self.trust_forwarded_proto && forwarded_https(headers))
+                    // Plain HTTP is only assumed on loopback hosts; an unreadable Host is not one.
+                    || !request_host(uri, headers)
+                        .is_ok_and(|host| is_loopback_host(&host))
             }
         }
     }
 
-    /// The `Set-Cookie` value carrying `value` for sandbox `id`.
-    pub(crate) fn set_cookie(&self, id: &str, value: &str, secure: bool) -> HeaderValue {
+    /// The `Set-Cookie` value carrying `value` for sandbox `id`: scoped to the tunnel mount on
+    /// the shared origin, to the whole origin (`Path=/`, host-only) on the sandbox's own host.
+    pub(crate) fn set_cookie(
+        &self,
+        id: &str,
+        value: &str,
+        secure: bool,
+        own_host: bool,
+    ) -> HeaderValue {
+        let path = if own_host {
+            "/".to_owned()
+        } else {
+            self.mount(id)
+        };
         let mut s = format!(
             "{}={}; Path={}; Max-Age={}; HttpOnly",
-            self.cookie_name(id, secure),
+            self.cookie_name(id, secure, own_host),
             value,
-            self.mount(id),
+            path,
             self.max_age.as_secs()
         );
         if secure {
@@ -421,12 +493,21 @@ mod tests {
     fn set_cookie_attributes() {
         let c = CookieConfig::default();
         assert_eq!(
-            c.set_cookie("demo", "TOKEN", false),
+            c.set_cookie("demo", "TOKEN", false, false),
             "sgw_ide_demo=TOKEN; Path=/__ide/demo/; Max-Age=43200; HttpOnly; SameSite=Lax"
         );
         assert_eq!(
-            c.set_cookie("demo", "TOKEN", true),
+            c.set_cookie("demo", "TOKEN", true, false),
             "__Secure-sgw_ide_demo=TOKEN; Path=/__ide/demo/; Max-Age=43200; HttpOnly; Secure; SameSite=Lax"
+        );
+        // On the sandbox's own host: host-only, the whole origin, `__Host-` when Secure.
+        assert_eq!(
+            c.set_cookie("demo", "TOKEN", true, true),
+            "__Host-sgw_ide_demo=TOKEN; Path=/; Max-Age=43200; HttpOnly; Secure; SameSite=Lax"
+        );
+        assert_eq!(
+            c.set_cookie("demo", "TOKEN", false, true),
+            "sgw_ide_demo=TOKEN; Path=/; Max-Age=43200; HttpOnly; SameSite=Lax"
         );
         let embed = CookieConfig::builder()
             .third_party_embed(true)
@@ -434,7 +515,7 @@ mod tests {
             .unwrap();
         assert!(embed.is_secure(&Request::new(())));
         assert_eq!(
-            embed.set_cookie("d", "T", true),
+            embed.set_cookie("d", "T", true, false),
             "__Secure-sgw_ide_d=T; Path=/__ide/d/; Max-Age=43200; HttpOnly; Secure; SameSite=None; Partitioned"
         );
     }
@@ -446,26 +527,60 @@ mod tests {
             .trust_forwarded_proto(true)
             .build()
             .unwrap();
-        let plain = Request::get("/api/dev/a/ide").body(()).unwrap();
+        let on = |host: &str| {
+            Request::get("/api/dev/a/ide")
+                .header("host", host)
+                .body(())
+                .unwrap()
+        };
+        let plain = on("localhost:8080");
         let https = Request::get("https://gw.example/api/dev/a/ide")
             .body(())
             .unwrap();
         let xfp = Request::get("/x")
+            .header("host", "localhost")
             .header("x-forwarded-proto", "https")
             .body(())
             .unwrap();
         let xfp_chain = Request::get("/x")
+            .header("host", "127.0.0.1:8080")
             .header("x-forwarded-proto", "https, http")
             .body(())
             .unwrap();
         let fwd = Request::get("/x")
+            .header("host", "[::1]:8080")
             .header(
                 "forwarded",
                 "for=1.2.3.4;proto=http, for=5.6.7.8;Proto=\"https\"",
             )
             .body(())
             .unwrap();
-        assert!(!auto.is_secure(&plain));
+        // Plain HTTP on loopback names only: no Secure.
+        for host in [
+            "localhost:8080",
+            "demo.ide.localhost:8080",
+            "127.0.0.1:8080",
+            "127.1.2.3",
+            "[::1]:8080",
+            "LOCALHOST.",
+        ] {
+            assert!(!auto.is_secure(&on(host)), "{host}");
+        }
+        // Any other Host is Secure, even when the request looks like plain HTTP: a TLS
+        // terminator in front may send no X-Forwarded-Proto.
+        for host in [
+            "gw.example.com",
+            "demo.ide.example.com:443",
+            "10.0.0.1:8080",
+            "[::2]",
+            "localhost.evil.com",
+        ] {
+            assert!(auto.is_secure(&on(host)), "{host}");
+        }
+        assert!(
+            auto.is_secure(&Request::get("/x").body(()).unwrap()),
+            "no Host: Secure"
+        );
         assert!(auto.is_secure(&https));
         assert!(!auto.is_secure(&xfp), "untrusted X-Forwarded-Proto");
         assert!(trusting.is_secure(&xfp));
@@ -489,6 +604,9 @@ mod tests {
         assert!(c.is_gateway_cookie(b"sgw_ide_demo"));
         assert!(c.is_gateway_cookie(b"__Secure-sgw_ide_demo"));
         assert!(c.is_gateway_cookie(b"__SECURE-sgw_ide_x"));
+        assert!(c.is_gateway_cookie(b"__Host-sgw_ide_demo"));
+        assert!(c.is_gateway_cookie(b"__host-sgw_ide_demo"));
+        assert!(!c.is_gateway_cookie(b"__Host-session"));
         assert!(!c.is_gateway_cookie(b"sgw_ide"));
         // Anything in the gateway's namespace is stripped, even with an empty id.
         assert!(c.is_gateway_cookie(b"sgw_ide_"));

@@ -1,66 +1,110 @@
 //! Signed tokens, the bootstrap that turns a one-time link into a cookie, and the tunnel guard.
 //!
 //! A new browser tab cannot carry `Authorization: Bearer`, so opening a browser IDE goes in three
-//! steps, each on its own path:
+//! steps:
 //!
-//! 1. **Issue.** The host's own authenticated route (say `POST /api/dev/{id}/ide-token`) calls
-//!    [`TokenSigner::issue`] and returns [`bootstrap_url`]: `/api/dev/{id}/ide?token=…`, a
-//!    short-lived, single-use, HMAC-signed token bound to the sandbox id.
-//! 2. **Bootstrap.** The tab opens that URL. [`Bootstrap`] verifies the token, spends its nonce in
-//!    a [`NonceStore`], sets an `HttpOnly` cookie scoped to `Path=/__ide/{id}/` whose value is a
-//!    second signed token (audience [`Audience::Cookie`]), and answers `303` to `/__ide/{id}/`
-//!    without the token.
-//! 3. **Tunnel.** [`TunnelAuthLayer`] wraps the service that proxies `/__ide/{id}/…` (HTTP and
-//!    WebSocket) to the sandbox. It admits a request only with a valid cookie for the id in its
-//!    path, then strips the gateway's cookie and `Authorization` so code in the sandbox never
-//!    sees gateway credentials, and hands the verified [`Claims`] to inner services.
+//! 1. **Issue.** The host's own authenticated route (say `POST /api/dev/{id}/ide-token`), on the
+//!    host's origin, calls [`TokenSigner::issue`] (or [`TokenSigner::issue_for`], naming the user
+//!    it is for) and returns the link: a short-lived, single-use, HMAC-signed token bound to the
+//!    sandbox id. Refuse cross-origin calls there with [`is_same_origin_request`].
+//! 2. **Bootstrap.** The tab opens the link. [`Bootstrap`] verifies the token (and, with
+//!    [`BootstrapBuilder::check_subject`], its subject against the request), spends its nonce in
+//!    a [`NonceStore`], sets an `HttpOnly` cookie whose value is a second signed token (audience
+//!    [`Audience::Cookie`]), and answers `303` into the tunnel without the token.
+//! 3. **Tunnel.** [`TunnelAuthLayer`] wraps the service that proxies to the sandbox (HTTP and
+//!    WebSocket). It admits a request only with a valid cookie for its sandbox, then strips the
+//!    gateway's cookie and `Authorization` so code in the sandbox never sees gateway credentials,
+//!    and hands the verified [`Claims`] to inner services; [`TunnelResolver`] turns them into the
+//!    route to the sandbox from the platform's "sandbox id → upstream" lookup.
 //!
-//! Tokens are verified in constant time, with key rotation ([`TokenSigner::with_previous_key`]).
-//! Refusals are `403` with a short text telling the user to reopen the IDE from the dashboard;
-//! the precise reason ([`TokenError`]) is only logged, at `debug`, and tokens and keys never are.
-//! With several gateway replicas, share the signing key and a [`NonceStore`] (`RedisNonceStore`
-//! with the `redis` feature) so a link spent on one replica is spent on all.
+//! # Where the sandbox is served
 //!
-//! Mount the tunnel with `route_service("/__ide/{*rest}", …)`: the guard reads the sandbox id from
-//! the full path, which `nest_service` would strip.
+//! - **Its own origin** (recommended; [`SandboxHosts`], e.g. `{id}.ide.example-sandbox.net`, or
+//!   `{id}.ide.localhost:8080` locally): the link is
+//!   `https://{id}.ide.example-sandbox.net/api/dev/{id}/ide?token=…`, the cookie host-only
+//!   (`__Host-sgw_ide_{id}; Path=/; Secure`), the tunnel the whole origin, the path sent
+//!   unchanged. The browser's same-origin policy keeps the sandbox's pages away from the host's
+//!   pages, cookies and token route, and from every other sandbox.
+//! - **The shared origin** (`/__ide/{id}/`, for local use or a single-origin deployment): the link
+//!   is [`bootstrap_url`], `/api/dev/{id}/ide?token=…`, the cookie scoped to `Path=/__ide/{id}/`
+//!   (`__Secure-` when `Secure`), and the mount stripped before the sandbox sees the path (the
+//!   style code-server needs). The sandbox shares the host's origin here: see the README's
+//!   security model for what still holds.
+//!
+//! Cookies are `Secure` except on plain-HTTP loopback hosts ([`SecureCookie::Auto`]). Tokens are
+//! verified in constant time, with key rotation ([`TokenSigner::with_previous_key`]). Refusals
+//! are `403` with a short text telling the user to reopen the IDE from the dashboard; the precise
+//! reason ([`TokenError`]) is only logged, at `debug`, and tokens and keys never are. With several
+//! gateway replicas, share the signing key and a [`NonceStore`] (`RedisNonceStore` with the
+//! `redis` feature) so a link spent on one replica is spent on all.
+//!
+//! Mount the shared-origin tunnel with `route_service("/__ide/{*rest}", …)`: the guard reads the
+//! sandbox id from the full path, which `nest_service` would strip. Send requests whose Host is a
+//! sandbox's to a router holding only the bootstrap and the tunnel (as its fallback) with
+//! [`SandboxHosts::split`], so the host's own routes are never served on a sandbox's origin.
 //!
 //! ```
-//! use std::{convert::Infallible, time::Duration};
-//! use axum::{body::Body, http::{Request, Response}, routing::post, Json, Router};
-//! use sandbox_gateway::auth::{bootstrap_url, Bootstrap, CookieConfig, TokenSigner, TunnelAuthLayer};
+//! use std::{collections::HashMap, sync::Arc, time::Duration};
+//! use axum::{body::Body, http::{request::Parts, StatusCode}, routing::post, Json, Router};
+//! use sandbox_gateway::auth::{
+//!     bootstrap_url, is_same_origin_request, Bootstrap, CookieConfig, SandboxHosts, TokenSigner,
+//!     TunnelAuthLayer, TunnelResolver,
+//! };
+//! use sandbox_gateway::proxy::ReverseProxy;
+//! use sandbox_gateway::route::{RouteError, RouteLayer, Upstream};
 //! use tower::ServiceBuilder;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // At least 32 random bytes, shared by every replica.
 //! let signer = TokenSigner::new(std::env::var("IDE_KEY").unwrap_or_else(|_| "x".repeat(32)))?;
-//! let cookie = CookieConfig::default();
+//! let hosts = SandboxHosts::new("{id}.ide.localhost:8080")?;
+//! let cookie = CookieConfig::builder().sandbox_hosts(hosts.clone()).build()?;
+//! let sandboxes: Arc<HashMap<String, Upstream>> =
+//!     Arc::new([("demo".to_owned(), "http://localhost:8081".parse()?)].into());
 //!
 //! let issue = {
-//!     let signer = signer.clone();
-//!     move || async move {
+//!     let (signer, hosts) = (signer.clone(), hosts.clone());
+//!     move |parts: Parts| async move {
+//!         if !is_same_origin_request(&parts) {
+//!             return Err(StatusCode::FORBIDDEN);
+//!         }
 //!         // (Authenticate the user and check they own sandbox "demo" first.)
 //!         let token = signer.issue("demo", Duration::from_secs(60)).expect("valid id");
-//!         Json(serde_json::json!({ "url": bootstrap_url("demo", &token) }))
+//!         let url = hosts.url("demo", &bootstrap_url("demo", &token)).expect("a DNS label");
+//!         Ok(Json(serde_json::json!({ "url": url })))
 //!     }
 //! };
+//! let bootstrap = Bootstrap::builder(signer.clone()).cookie(cookie.clone()).build::<Body>()?;
 //! let tunnel = ServiceBuilder::new()
-//!     .layer(TunnelAuthLayer::new(signer.clone()).cookie(cookie.clone()))
-//!     .service_fn(|_req: Request<Body>| async {
-//!         // The proxy to the sandbox goes here.
-//!         Ok::<_, Infallible>(Response::new(Body::from("inside the sandbox")))
-//!     });
+//!     .layer(TunnelAuthLayer::new(signer).cookie(cookie))
+//!     .layer(RouteLayer::new(TunnelResolver::new(move |id: String| {
+//!         let sandboxes = sandboxes.clone();
+//!         async move {
+//!             sandboxes.get(&id).cloned().ok_or(RouteError::Unavailable(format!("{id} is stopped")))
+//!         }
+//!     })))
+//!     .service(ReverseProxy::new());
 //!
-//! let app: Router = Router::new()
+//! let host_side: Router = Router::new()
 //!     .route("/api/dev/demo/ide-token", post(issue))
-//!     .route_service(
-//!         "/api/dev/{id}/ide",
-//!         Bootstrap::builder(signer).cookie(cookie).build::<Body>()?,
-//!     )
-//!     .route_service("/__ide/{*rest}", tunnel);
+//!     .route_service("/api/dev/{id}/ide", bootstrap.clone())
+//!     .route_service("/__ide/{*rest}", tunnel.clone());
+//! let sandbox_side: Router = Router::new()
+//!     .route_service("/api/dev/{id}/ide", bootstrap)
+//!     .fallback_service(tunnel);
+//! let app: Router = Router::new().fallback_service(hosts.split(sandbox_side, host_side));
+//! # let _ = app;
 //! # Ok(()) }
 //! ```
 //!
 //! [`TokenSigner::issue`]: crate::auth::TokenSigner::issue
+//! [`TokenSigner::issue_for`]: crate::auth::TokenSigner::issue_for
+//! [`BootstrapBuilder::check_subject`]: crate::auth::BootstrapBuilder::check_subject
+//! [`TunnelResolver`]: crate::auth::TunnelResolver
+//! [`SandboxHosts`]: crate::auth::SandboxHosts
+//! [`SandboxHosts::split`]: crate::auth::SandboxHosts::split
+//! [`SecureCookie::Auto`]: crate::auth::SecureCookie::Auto
+//! [`is_same_origin_request`]: crate::auth::is_same_origin_request
 //! [`TokenSigner::with_previous_key`]: crate::auth::TokenSigner::with_previous_key
 //! [`bootstrap_url`]: crate::auth::bootstrap_url
 //! [`Bootstrap`]: crate::auth::Bootstrap
@@ -76,6 +120,10 @@ mod id;
 mod nonce;
 #[cfg(feature = "redis")]
 mod redis_store;
+mod resolve;
+mod same_origin;
+mod sandbox_hosts;
+mod split;
 mod token;
 mod tunnel;
 
@@ -88,5 +136,12 @@ pub use nonce::{MemoryNonceStore, NonceStore, NonceStoreError, RecordFuture};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::RedisNonceStore;
-pub use token::{Audience, Claims, IssueError, KeyError, TokenError, TokenSigner, MIN_KEY_LEN};
+pub use resolve::{TunnelResolveFuture, TunnelResolver};
+pub use same_origin::is_same_origin_request;
+pub use sandbox_hosts::SandboxHosts;
+pub use split::{SplitByHost, SplitFuture};
+pub use token::{
+    ApiClaims, Audience, Claims, IssueError, KeyError, TokenError, TokenSigner, MAX_API_UPSTREAMS,
+    MAX_SUBJECT_LEN, MIN_KEY_LEN,
+};
 pub use tunnel::{ResponseFuture, TunnelAuth, TunnelAuthLayer};

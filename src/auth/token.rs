@@ -17,19 +17,41 @@ type HmacSha256 = Hmac<Sha256>;
 /// The shortest signing key accepted, in bytes (the output size of SHA-256).
 pub const MIN_KEY_LEN: usize = 32;
 
-/// Format version, the first byte of every payload.
+/// Format version, the first byte of every payload: 1 without a subject, 2 with one.
 const VERSION: u8 = 1;
+/// Format version of a token that carries a subject (a length byte and the subject follow the id).
+const VERSION_SUBJECT: u8 = 2;
+/// The longest subject a token may carry, in bytes.
+pub const MAX_SUBJECT_LEN: usize = 128;
 /// Random bytes in every token.
 const NONCE_LEN: usize = 16;
 /// HMAC-SHA256 output.
 const TAG_LEN: usize = 32;
 /// version + audience + expiry (u64 ms) + nonce + id length.
 const HEADER_LEN: usize = 1 + 1 + 8 + NONCE_LEN + 1;
+/// The most upstream names an API token may carry.
+pub const MAX_API_UPSTREAMS: usize = 16;
+/// The longest upstream name an API token may carry, in bytes.
+const MAX_UPSTREAM_NAME_LEN: usize = 64;
+/// An API token's upstream list: a count, then each name with its length.
+const MAX_UPSTREAMS_LEN: usize = 1 + MAX_API_UPSTREAMS * (1 + MAX_UPSTREAM_NAME_LEN);
 /// The longest encoded token: anything longer is refused before decoding.
-const MAX_TOKEN_CHARS: usize = (HEADER_LEN + MAX_SANDBOX_ID_LEN + TAG_LEN).div_ceil(3) * 4;
+const MAX_TOKEN_CHARS: usize =
+    (HEADER_LEN + MAX_SANDBOX_ID_LEN + 1 + MAX_SUBJECT_LEN + MAX_UPSTREAMS_LEN + TAG_LEN)
+        .div_ceil(3)
+        * 4;
+
+/// Whether `subject` can be carried by a token: 1 to [`MAX_SUBJECT_LEN`] bytes of visible ASCII
+/// (a user id, an e-mail address, a UUID).
+fn is_valid_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.len() <= MAX_SUBJECT_LEN
+        && subject.bytes().all(|b| b.is_ascii_graphic())
+}
 
 /// What a token may be used for. A token is only accepted where its audience is expected, so a
-/// session cookie can never be replayed as a bootstrap link or the other way round.
+/// session cookie can never be replayed as a bootstrap link, nor an IDE token used as an API
+/// token, or the other way round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Audience {
@@ -37,6 +59,9 @@ pub enum Audience {
     Bootstrap,
     /// The value of the tunnel cookie, checked by [`TunnelAuthLayer`](super::TunnelAuthLayer).
     Cookie,
+    /// A caller's key for the API forwarder, issued by [`TokenSigner::issue_api`] and checked by
+    /// [`TokenSigner::verify_api`]: it names a subject and the upstreams it may use.
+    Api,
 }
 
 impl Audience {
@@ -44,6 +69,7 @@ impl Audience {
         match self {
             Audience::Bootstrap => 1,
             Audience::Cookie => 2,
+            Audience::Api => 3,
         }
     }
 
@@ -51,6 +77,7 @@ impl Audience {
         match b {
             1 => Some(Audience::Bootstrap),
             2 => Some(Audience::Cookie),
+            3 => Some(Audience::Api),
             _ => None,
         }
     }
@@ -63,6 +90,7 @@ impl Audience {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claims {
     sandbox_id: String,
+    subject: Option<String>,
     audience: Audience,
     expires_at_ms: u64,
     nonce: [u8; NONCE_LEN],
@@ -72,6 +100,13 @@ impl Claims {
     /// The sandbox this token opens.
     pub fn sandbox_id(&self) -> &str {
         &self.sandbox_id
+    }
+
+    /// The subject the token was issued for (the host's user id), when it carries one: see
+    /// [`TokenSigner::issue_for`] and [`BootstrapBuilder::check_subject`](super::BootstrapBuilder::check_subject).
+    /// The session cookie made from a link carries the link's subject.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
     }
 
     /// What the token may be used for.
@@ -87,6 +122,38 @@ impl Claims {
     /// The token's random nonce, the key under which a spent token is remembered.
     pub fn nonce(&self) -> &[u8] {
         &self.nonce
+    }
+}
+
+/// The verified content of an API token ([`Audience::Api`]): who the caller is and which
+/// upstreams of the forwarder it may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiClaims {
+    subject: String,
+    upstreams: Vec<String>,
+    expires_at_ms: u64,
+}
+
+impl ApiClaims {
+    /// The caller the token was issued to (a user, an app, a project: the host decides); quotas
+    /// are counted per subject.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The upstream names the token may be used for.
+    pub fn upstreams(&self) -> &[String] {
+        &self.upstreams
+    }
+
+    /// Whether the token may be used for the upstream called `name`.
+    pub fn allows(&self, name: &str) -> bool {
+        self.upstreams.iter().any(|u| u == name)
+    }
+
+    /// When the token stops being accepted (millisecond precision).
+    pub fn expires_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.expires_at_ms)
     }
 }
 
@@ -111,9 +178,18 @@ pub enum IssueError {
     /// The sandbox id is empty, too long, or has characters outside `A-Z a-z 0-9 _ -`.
     #[error("invalid sandbox id (1 to 64 characters of A-Z a-z 0-9 _ - expected)")]
     InvalidSandboxId,
+    /// The subject is empty, longer than [`MAX_SUBJECT_LEN`] bytes, or not visible ASCII.
+    #[error("invalid subject (1 to 128 bytes of visible ASCII expected)")]
+    InvalidSubject,
     /// The operating system's random number generator failed.
     #[error("random number generator failed: {0}")]
     Randomness(getrandom::Error),
+    /// An API token's upstream list is empty, longer than [`MAX_API_UPSTREAMS`], or holds a name
+    /// that is not 1 to 64 characters of `A-Z a-z 0-9 _ - .` (or is `.` or `..`).
+    #[error(
+        "invalid upstream list (1 to 16 names of 1 to 64 characters of A-Z a-z 0-9 _ - . expected)"
+    )]
+    InvalidUpstreams,
 }
 
 /// Why a token was refused.
@@ -257,31 +333,175 @@ impl TokenSigner {
         self.sign(id, Audience::Bootstrap, ttl)
     }
 
+    /// As [`issue`](Self::issue), for a token that also names the `subject` it was minted for
+    /// (the host's user id, 1 to [`MAX_SUBJECT_LEN`] bytes of visible ASCII). The subject is
+    /// signed with the rest; [`Bootstrap`](super::Bootstrap) hands it to its
+    /// [`check_subject`](super::BootstrapBuilder::check_subject) hook and copies it into the
+    /// session cookie, so inner services read it from [`Claims::subject`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sandbox_gateway::auth::{Audience, TokenSigner};
+    ///
+    /// let signer = TokenSigner::new([7u8; 32])?;
+    /// let token = signer.issue_for("demo", "user-42", Duration::from_secs(60))?;
+    /// let claims = signer.verify(&token, "demo", Audience::Bootstrap)?;
+    /// assert_eq!(claims.subject(), Some("user-42"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn issue_for(&self, id: &str, subject: &str, ttl: Duration) -> Result<String, IssueError> {
+        self.sign_for(id, Some(subject), Audience::Bootstrap, ttl)
+    }
+
     /// Signs a token for sandbox `id` with the given audience, valid for `ttl`.
     pub fn sign(&self, id: &str, audience: Audience, ttl: Duration) -> Result<String, IssueError> {
+        self.sign_for(id, None, audience, ttl)
+    }
+
+    /// As [`sign`](Self::sign), carrying an optional subject (see [`issue_for`](Self::issue_for)).
+    pub fn sign_for(
+        &self,
+        id: &str,
+        subject: Option<&str>,
+        audience: Audience,
+        ttl: Duration,
+    ) -> Result<String, IssueError> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(IssueError::Randomness)?;
-        self.sign_with(id, audience, SystemTime::now() + ttl, nonce)
+        self.sign_with(id, subject, audience, SystemTime::now() + ttl, nonce)
+    }
+
+    /// Issues an API token ([`Audience::Api`]) for the caller `subject`, valid for `ttl`, that
+    /// may use the forwarder's upstreams named in `upstreams` and no other.
+    ///
+    /// The host's own authenticated route hands it to the app, which sends it where its SDK puts
+    /// an API key (`Authorization: Bearer …`, `x-api-key`…). It is not single-use: keep `ttl` to
+    /// the length of a working session (minutes to an hour) and issue a new one when it expires.
+    /// `subject` follows the sandbox-id rules (1 to 64 characters of `A-Z a-z 0-9 _ -`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sandbox_gateway::auth::TokenSigner;
+    ///
+    /// let signer = TokenSigner::new([7u8; 32])?;
+    /// let token = signer.issue_api("user-42", ["openai"], Duration::from_secs(900))?;
+    /// let claims = signer.verify_api(&token)?;
+    /// assert_eq!(claims.subject(), "user-42");
+    /// assert!(claims.allows("openai") && !claims.allows("anthropic"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn issue_api<I, S>(
+        &self,
+        subject: &str,
+        upstreams: I,
+        ttl: Duration,
+    ) -> Result<String, IssueError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut list = vec![0u8];
+        for name in upstreams {
+            let name = name.as_ref();
+            if !crate::util::valid_upstream_name(name)
+                || name.len() > MAX_UPSTREAM_NAME_LEN
+                || usize::from(list[0]) == MAX_API_UPSTREAMS
+            {
+                return Err(IssueError::InvalidUpstreams);
+            }
+            list[0] += 1;
+            list.push(name.len() as u8);
+            list.extend_from_slice(name.as_bytes());
+        }
+        if list[0] == 0 {
+            return Err(IssueError::InvalidUpstreams);
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(IssueError::Randomness)?;
+        self.sign_raw(
+            subject,
+            None,
+            Audience::Api,
+            SystemTime::now() + ttl,
+            nonce,
+            &list,
+        )
+    }
+
+    /// Verifies an API token ([`Audience::Api`]) against the current time: signature, audience
+    /// and expiry. Tokens of any other audience (an IDE link, a tunnel cookie) are refused with
+    /// [`TokenError::WrongAudience`], and API tokens are refused everywhere else.
+    pub fn verify_api(&self, token: &str) -> Result<ApiClaims, TokenError> {
+        self.verify_api_at(token, SystemTime::now())
+    }
+
+    /// As [`verify_api`](Self::verify_api), at a given time.
+    pub fn verify_api_at(&self, token: &str, now: SystemTime) -> Result<ApiClaims, TokenError> {
+        let (claims, upstreams) = self.decode(token)?;
+        if claims.audience != Audience::Api {
+            return Err(TokenError::WrongAudience);
+        }
+        if unix_ms(now) >= claims.expires_at_ms {
+            return Err(TokenError::Expired);
+        }
+        Ok(ApiClaims {
+            subject: claims.sandbox_id,
+            upstreams,
+            expires_at_ms: claims.expires_at_ms,
+        })
     }
 
     fn sign_with(
         &self,
         id: &str,
+        subject: Option<&str>,
         audience: Audience,
         expires_at: SystemTime,
         nonce: [u8; NONCE_LEN],
     ) -> Result<String, IssueError> {
+        if audience == Audience::Api {
+            // API tokens carry their upstream list: only `issue_api` makes them.
+            return Err(IssueError::InvalidUpstreams);
+        }
+        self.sign_raw(id, subject, audience, expires_at, nonce, &[])
+    }
+
+    /// Signs the payload: the header, the id, the subject when there is one (format version 2),
+    /// then `tail` (an API token's upstream list).
+    fn sign_raw(
+        &self,
+        id: &str,
+        subject: Option<&str>,
+        audience: Audience,
+        expires_at: SystemTime,
+        nonce: [u8; NONCE_LEN],
+        tail: &[u8],
+    ) -> Result<String, IssueError> {
         if !is_valid_sandbox_id(id) {
             return Err(IssueError::InvalidSandboxId);
         }
-        let mut buf = Vec::with_capacity(HEADER_LEN + id.len() + TAG_LEN);
-        buf.push(VERSION);
+        if subject.is_some_and(|s| !is_valid_subject(s)) {
+            return Err(IssueError::InvalidSubject);
+        }
+        let mut buf =
+            Vec::with_capacity(HEADER_LEN + id.len() + 1 + MAX_SUBJECT_LEN + tail.len() + TAG_LEN);
+        buf.push(if subject.is_some() {
+            VERSION_SUBJECT
+        } else {
+            VERSION
+        });
         buf.push(audience.to_byte());
         buf.extend_from_slice(&unix_ms(expires_at).to_be_bytes());
         buf.extend_from_slice(&nonce);
         // `is_valid_sandbox_id` bounds the length to 64.
         buf.push(id.len() as u8);
         buf.extend_from_slice(id.as_bytes());
+        if let Some(subject) = subject {
+            // `is_valid_subject` bounds the length to 128.
+            buf.push(subject.len() as u8);
+            buf.extend_from_slice(subject.as_bytes());
+        }
+        buf.extend_from_slice(tail);
         let mut mac = self.keys.current.clone();
         mac.update(&buf);
         buf.extend_from_slice(&mac.finalize().into_bytes());
@@ -305,7 +525,7 @@ impl TokenSigner {
         audience: Audience,
         now: SystemTime,
     ) -> Result<Claims, TokenError> {
-        let claims = self.decode(token)?;
+        let (claims, _) = self.decode(token)?;
         if claims.audience != audience {
             return Err(TokenError::WrongAudience);
         }
@@ -318,8 +538,9 @@ impl TokenSigner {
         Ok(claims)
     }
 
-    /// Checks the encoding and the signature, then reads the claims.
-    fn decode(&self, token: &str) -> Result<Claims, TokenError> {
+    /// Checks the encoding and the signature, then reads the claims (and an API token's
+    /// upstream list).
+    fn decode(&self, token: &str) -> Result<(Claims, Vec<String>), TokenError> {
         if token.len() > MAX_TOKEN_CHARS {
             return Err(TokenError::Malformed);
         }
@@ -342,30 +563,86 @@ impl TokenSigner {
             return Err(TokenError::BadSignature);
         }
 
-        if payload[0] != VERSION {
-            return Err(TokenError::Malformed);
-        }
+        let with_subject = match payload[0] {
+            VERSION => false,
+            VERSION_SUBJECT => true,
+            _ => return Err(TokenError::Malformed),
+        };
         let audience = Audience::from_byte(payload[1]).ok_or(TokenError::Malformed)?;
         let mut exp = [0u8; 8];
         exp.copy_from_slice(&payload[2..10]);
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&payload[10..10 + NONCE_LEN]);
         let id_len = usize::from(payload[HEADER_LEN - 1]);
-        let id = &payload[HEADER_LEN..];
-        if id.len() != id_len {
+        let rest = &payload[HEADER_LEN..];
+        if rest.len() < id_len {
             return Err(TokenError::Malformed);
         }
+        let (id, tail) = rest.split_at(id_len);
         let id = std::str::from_utf8(id).map_err(|_| TokenError::Malformed)?;
         if !is_valid_sandbox_id(id) {
             return Err(TokenError::Malformed);
         }
-        Ok(Claims {
+        let (subject, tail) = if with_subject {
+            let (&len, rest) = tail.split_first().ok_or(TokenError::Malformed)?;
+            let len = usize::from(len);
+            if rest.len() < len {
+                return Err(TokenError::Malformed);
+            }
+            let (subject, tail) = rest.split_at(len);
+            let subject = std::str::from_utf8(subject).map_err(|_| TokenError::Malformed)?;
+            if !is_valid_subject(subject) {
+                return Err(TokenError::Malformed);
+            }
+            (Some(subject.to_owned()), tail)
+        } else {
+            (None, tail)
+        };
+        let upstreams = if audience == Audience::Api {
+            read_upstreams(tail)?
+        } else if tail.is_empty() {
+            Vec::new()
+        } else {
+            return Err(TokenError::Malformed);
+        };
+        let claims = Claims {
             sandbox_id: id.to_owned(),
+            subject,
             audience,
             expires_at_ms: u64::from_be_bytes(exp),
             nonce,
-        })
+        };
+        Ok((claims, upstreams))
     }
+}
+
+/// Reads an API token's upstream list: a count, then each name as a length and its bytes, and
+/// nothing after.
+fn read_upstreams(mut tail: &[u8]) -> Result<Vec<String>, TokenError> {
+    let (&count, rest) = tail.split_first().ok_or(TokenError::Malformed)?;
+    tail = rest;
+    if count == 0 || usize::from(count) > MAX_API_UPSTREAMS {
+        return Err(TokenError::Malformed);
+    }
+    let mut names = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let (&len, rest) = tail.split_first().ok_or(TokenError::Malformed)?;
+        let len = usize::from(len);
+        if rest.len() < len || len > MAX_UPSTREAM_NAME_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let (name, rest) = rest.split_at(len);
+        let name = std::str::from_utf8(name).map_err(|_| TokenError::Malformed)?;
+        if !crate::util::valid_upstream_name(name) {
+            return Err(TokenError::Malformed);
+        }
+        names.push(name.to_owned());
+        tail = rest;
+    }
+    if !tail.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -499,6 +776,7 @@ mod tests {
         let at = s
             .sign_with(
                 "a",
+                None,
                 Audience::Bootstrap,
                 UNIX_EPOCH + Duration::from_millis(5000),
                 [0; 16],
@@ -618,12 +896,58 @@ mod tests {
             good(1, 1, b"ok", 3),
             good(1, 1, b"o/", 2),
             good(1, 1, &[0xff, 0xfe], 2),
+            // Version 2 carries a subject: missing, empty, short, long or not visible ASCII.
+            good(2, 1, b"ok\x00", 2),
+            good(2, 1, b"ok\x03ab", 2),
+            good(2, 1, b"ok\x01ab", 2),
+            good(2, 1, b"ok\x01 ", 2),
         ] {
             assert_eq!(
                 s.verify(&sign_raw(&p), "ok", Audience::Bootstrap),
                 Err(TokenError::Malformed)
             );
         }
+    }
+
+    #[test]
+    fn subjects_are_signed_and_bounded() {
+        let s = signer();
+        let t = s.issue_for("a", "user@example.com", MIN).unwrap();
+        let c = s.verify(&t, "a", Audience::Bootstrap).unwrap();
+        assert_eq!(c.subject(), Some("user@example.com"));
+        assert_eq!(c.sandbox_id(), "a");
+        assert_eq!(
+            s.verify(&s.issue("a", MIN).unwrap(), "a", Audience::Bootstrap)
+                .unwrap()
+                .subject(),
+            None
+        );
+        let longest = "u".repeat(MAX_SUBJECT_LEN);
+        let t = s
+            .sign_for(&"i".repeat(64), Some(&longest), Audience::Cookie, MIN)
+            .unwrap();
+        assert!(t.len() <= MAX_TOKEN_CHARS);
+        assert_eq!(
+            s.verify(&t, &"i".repeat(64), Audience::Cookie)
+                .unwrap()
+                .subject(),
+            Some(longest.as_str())
+        );
+        for bad in ["", "a b", "é", &"u".repeat(MAX_SUBJECT_LEN + 1)] {
+            assert!(
+                matches!(s.issue_for("a", bad, MIN), Err(IssueError::InvalidSubject)),
+                "{bad:?}"
+            );
+        }
+        // Tampering with the subject breaks the signature.
+        let t = s.issue_for("a", "alice", MIN).unwrap();
+        let mut raw = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        let at = raw.len() - TAG_LEN - 1;
+        raw[at] ^= 1;
+        assert_eq!(
+            s.verify(&URL_SAFE_NO_PAD.encode(raw), "a", Audience::Bootstrap),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]
@@ -693,6 +1017,124 @@ mod tests {
         }
         // Some mutations are no-ops (truncate to full length); they must be the only passes.
         assert!(accepted < 20_000);
+    }
+
+    #[test]
+    fn api_tokens_round_trip_and_keep_to_their_audience() {
+        let s = signer();
+        let t = s.issue_api("user-1", ["openai", "demo.llm"], MIN).unwrap();
+        let c = s.verify_api(&t).unwrap();
+        assert_eq!(c.subject(), "user-1");
+        assert_eq!(c.upstreams(), ["openai", "demo.llm"]);
+        assert!(c.allows("demo.llm") && !c.allows("demo"));
+        assert!(c.expires_at() > SystemTime::now());
+        // An API token is never an IDE link or a tunnel cookie, and the other way round.
+        for aud in [Audience::Bootstrap, Audience::Cookie] {
+            assert_eq!(s.verify(&t, "user-1", aud), Err(TokenError::WrongAudience));
+        }
+        let link = s.issue("user-1", MIN).unwrap();
+        let cookie = s.sign("user-1", Audience::Cookie, MIN).unwrap();
+        assert_eq!(s.verify_api(&link), Err(TokenError::WrongAudience));
+        assert_eq!(s.verify_api(&cookie), Err(TokenError::WrongAudience));
+        // `sign` cannot make an API token without its upstream list.
+        assert!(matches!(
+            s.sign("user-1", Audience::Api, MIN),
+            Err(IssueError::InvalidUpstreams)
+        ));
+        // Expiry, and another key.
+        assert_eq!(
+            s.verify_api_at(&t, SystemTime::now() + 2 * MIN),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            TokenSigner::new(KEY2).unwrap().verify_api(&t),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn api_token_upstream_lists_are_checked() {
+        let s = signer();
+        let none: [&str; 0] = [];
+        assert!(matches!(
+            s.issue_api("u", none, MIN),
+            Err(IssueError::InvalidUpstreams)
+        ));
+        for bad in ["", "..", "a/b", "a b"] {
+            assert!(matches!(
+                s.issue_api("u", [bad], MIN),
+                Err(IssueError::InvalidUpstreams)
+            ));
+        }
+        assert!(matches!(
+            s.issue_api("u", [&"n".repeat(65)], MIN),
+            Err(IssueError::InvalidUpstreams)
+        ));
+        let many: Vec<String> = (0..=MAX_API_UPSTREAMS).map(|i| format!("u{i}")).collect();
+        assert!(matches!(
+            s.issue_api("u", &many, MIN),
+            Err(IssueError::InvalidUpstreams)
+        ));
+        // The longest token verifies (the length bound before decoding admits it).
+        let longest: Vec<String> = (0..MAX_API_UPSTREAMS)
+            .map(|i| format!("{i:0>64}"))
+            .collect();
+        let t = s.issue_api(&"s".repeat(64), &longest, MIN).unwrap();
+        assert_eq!(
+            s.verify_api(&t).unwrap().upstreams().len(),
+            MAX_API_UPSTREAMS
+        );
+        assert!(matches!(
+            s.issue_api("a/b", ["x"], MIN),
+            Err(IssueError::InvalidSandboxId)
+        ));
+    }
+
+    #[test]
+    fn signed_but_malformed_api_payloads_are_malformed() {
+        let s = signer();
+        let sign_raw = |payload: &[u8]| {
+            let mut mac = s.keys.current.clone();
+            mac.update(payload);
+            let mut b = payload.to_vec();
+            b.extend_from_slice(&mac.finalize().into_bytes());
+            URL_SAFE_NO_PAD.encode(b)
+        };
+        let with_tail = |aud: u8, tail: &[u8]| {
+            let mut p = vec![1, aud];
+            p.extend_from_slice(&u64::MAX.to_be_bytes());
+            p.extend_from_slice(&[0; NONCE_LEN]);
+            p.push(1);
+            p.push(b'u');
+            p.extend_from_slice(tail);
+            p
+        };
+        assert!(s.verify_api(&sign_raw(&with_tail(3, b"\x01\x01a"))).is_ok());
+        for tail in [
+            &b""[..],
+            b"\x00",
+            b"\x01",
+            b"\x01\x02a",
+            b"\x01\x01a!",
+            b"\x01\x01/",
+            b"\x02\x01a",
+            b"\x11\x01a",
+        ] {
+            assert_eq!(
+                s.verify_api(&sign_raw(&with_tail(3, tail))),
+                Err(TokenError::Malformed),
+                "{tail:?}"
+            );
+        }
+        // Other audiences carry nothing after the id.
+        assert_eq!(
+            s.verify(
+                &sign_raw(&with_tail(1, b"\x01\x01a")),
+                "u",
+                Audience::Bootstrap
+            ),
+            Err(TokenError::Malformed)
+        );
     }
 
     #[test]

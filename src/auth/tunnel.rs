@@ -18,23 +18,31 @@ use super::id::is_valid_sandbox_id;
 use super::token::{Audience, Claims, TokenError, TokenSigner};
 use crate::util::text_response;
 
-/// Guards the live tunnel `/__ide/{id}/…`: a request reaches the inner service (the proxy to the
-/// sandbox) only with a valid session cookie for the sandbox named in its path.
+/// Guards the live tunnel, `/__ide/{id}/…` on the shared origin or a whole sandbox host such as
+/// `{id}.ide.example.com`: a request reaches the inner service (the proxy to the sandbox) only
+/// with a valid session cookie for the sandbox it is addressed to.
 ///
 /// For each request, [`TunnelAuth`]:
 ///
-/// - takes the sandbox id from the path (`{prefix}/{id}/…`, prefix from [`CookieConfig`]);
-///   a path outside the prefix gets `404`, an invalid id `400`;
-/// - redirects the bare mount `{prefix}/{id}` to `{prefix}/{id}/` (`308`, query kept), because the
+/// - on a Host matching the [`SandboxHosts`](super::SandboxHosts) of its [`CookieConfig`], takes
+///   the sandbox id from the Host: every path there belongs to that sandbox;
+/// - otherwise takes the sandbox id from the path (`{prefix}/{id}/…`, prefix from
+///   [`CookieConfig`]); a path outside the prefix gets `404`, an invalid id `400`, and the bare
+///   mount `{prefix}/{id}` is redirected to `{prefix}/{id}/` (`308`, query kept), because the
 ///   cookie's `Path=/__ide/{id}/` does not match it and the browser would not send the cookie;
-/// - looks for the cookie of that sandbox (`{name}_{id}` or `__Secure-{name}_{id}`) and verifies
-///   its value with [`Audience::Cookie`] and that id: a cookie for sandbox A never opens B, and a
+/// - looks for the one cookie name the [`Bootstrap`](super::Bootstrap) sets for such a request
+///   (`__Host-{name}_{id}` on a sandbox host, `__Secure-{name}_{id}` on the shared origin, the
+///   bare `{name}_{id}` only where the cookie is not `Secure`, see [`SecureCookie`](super::SecureCookie))
+///   and verifies its value with [`Audience::Cookie`] and that id: a cookie for sandbox A never
+///   opens B, a bare-named cookie planted by a sibling host or a plain-HTTP page is ignored, and a
 ///   bootstrap token offered in the tunnel URL is not a credential. Otherwise `403` with a short
 ///   text saying to reopen the IDE from the dashboard;
 /// - removes every gateway cookie from the `Cookie` headers (other cookies kept, a header left
 ///   empty removed) and, unless [`keep_authorization`](TunnelAuthLayer::keep_authorization) is
 ///   set, the `Authorization` header, so code in the sandbox never sees gateway credentials;
-/// - inserts the verified [`Claims`] into the request extensions, then calls the inner service.
+/// - inserts the verified [`Claims`] (and where it admitted the request, for
+///   [`TunnelResolver`](super::TunnelResolver)) into the request extensions, then calls the inner
+///   service.
 ///
 /// Only headers are read: the body and hyper's upgrade extension travel untouched, so WebSocket
 /// upgrades (requests with `Upgrade` headers) are guarded the same way as plain requests.
@@ -147,7 +155,10 @@ impl<S: fmt::Debug> fmt::Debug for TunnelAuth<S> {
 enum Where<'a> {
     Outside,
     BareMount(&'a str),
+    /// Under the mount `{prefix}/{id}/`.
     Inside(&'a str),
+    /// On the sandbox's own host.
+    OwnHost(String),
 }
 
 fn locate<'a>(prefix: &str, path: &'a str) -> Where<'a> {
@@ -160,6 +171,17 @@ fn locate<'a>(prefix: &str, path: &'a str) -> Where<'a> {
     }
 }
 
+/// Where [`TunnelAuth`] admitted a request: under the path mount `{prefix}/{id}` of the shared
+/// origin, or on the sandbox's own host. Inserted into the request extensions next to the
+/// [`Claims`], read by [`TunnelResolver`](super::TunnelResolver).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Admitted {
+    /// The mount prefix, without its trailing slash (`/__ide/demo`).
+    Mount(String),
+    /// The sandbox's own host: no prefix.
+    OwnHost,
+}
+
 const REOPEN: &str = "Reopen the IDE from the dashboard.";
 
 impl<S> TunnelAuth<S> {
@@ -169,9 +191,24 @@ impl<S> TunnelAuth<S> {
         req: &mut Request<B>,
     ) -> Result<(), Response<ResBody>> {
         let c = &self.config;
+        let own_host = c
+            .cookie
+            .sandbox_host(req.uri(), req.headers())
+            .map_err(|e| text_response(e.status(), format!("{e}.")))?;
         let path = req.uri().path();
-        let id = match locate(c.cookie.tunnel_prefix(), path) {
+        let located = match own_host {
+            // On the sandbox's own host the whole origin is the tunnel.
+            Some(id) => Where::OwnHost(id),
+            None => locate(c.cookie.tunnel_prefix(), path),
+        };
+        let (id, admitted) = match located {
             Where::Outside => return Err(text_response(StatusCode::NOT_FOUND, "Not found.")),
+            Where::OwnHost(ref id) if !is_valid_sandbox_id(id) => {
+                return Err(text_response(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid sandbox id in the Host.",
+                ))
+            }
             Where::BareMount(id) | Where::Inside(id) if !is_valid_sandbox_id(id) => {
                 return Err(text_response(
                     StatusCode::BAD_REQUEST,
@@ -191,32 +228,36 @@ impl<S> TunnelAuth<S> {
                 res.headers_mut().insert(header::LOCATION, location);
                 return Err(res);
             }
-            Where::Inside(id) => id.to_owned(),
+            Where::Inside(id) => (
+                id.to_owned(),
+                Admitted::Mount(format!("{}/{id}", c.cookie.tunnel_prefix())),
+            ),
+            Where::OwnHost(id) => (id, Admitted::OwnHost),
         };
 
+        // Only the name the bootstrap sets for this request is a credential: with `Secure`, a
+        // bare-named cookie (which a plain-HTTP page or a sibling host could plant) is ignored.
+        let secure = c.cookie.is_secure(req);
+        let name = c
+            .cookie
+            .cookie_name(&id, secure, admitted == Admitted::OwnHost);
         let mut verdict: Result<Claims, Option<TokenError>> = Err(None);
-        for secure in [true, false] {
-            let name = c.cookie.cookie_name(&id, secure);
-            for value in cookie_values(req.headers(), &name) {
-                let Ok(value) = std::str::from_utf8(value) else {
-                    verdict = Err(Some(TokenError::Malformed));
-                    continue;
-                };
-                match c.signer.verify(value, &id, Audience::Cookie) {
-                    Ok(claims) => {
-                        verdict = Ok(claims);
-                        break;
-                    }
-                    Err(e) => {
-                        // Keep "expired" if any candidate said so: it is what the user can act on.
-                        if verdict != Err(Some(TokenError::Expired)) {
-                            verdict = Err(Some(e));
-                        }
+        for value in cookie_values(req.headers(), &name) {
+            let Ok(value) = std::str::from_utf8(value) else {
+                verdict = Err(Some(TokenError::Malformed));
+                continue;
+            };
+            match c.signer.verify(value, &id, Audience::Cookie) {
+                Ok(claims) => {
+                    verdict = Ok(claims);
+                    break;
+                }
+                Err(e) => {
+                    // Keep "expired" if any candidate said so: it is what the user can act on.
+                    if verdict != Err(Some(TokenError::Expired)) {
+                        verdict = Err(Some(e));
                     }
                 }
-            }
-            if verdict.is_ok() {
-                break;
             }
         }
         crate::metrics::token("cookie", verdict.as_ref().map(|_| ()).map_err(|e| *e));
@@ -242,6 +283,7 @@ impl<S> TunnelAuth<S> {
             headers.remove(header::AUTHORIZATION);
         }
         req.extensions_mut().insert(claims);
+        req.extensions_mut().insert(admitted);
         Ok(())
     }
 }
@@ -382,6 +424,7 @@ mod tests {
         let (signer, mut s) = svc();
         let token = cookie_for(&signer, "a");
         let req = Request::get("/__ide/a/index.html")
+            .header(header::HOST, "localhost:8080")
             .header(header::COOKIE, format!("x=1; sgw_ide_a={token}"))
             .header(header::COOKIE, "sgw_ide_b=zzz")
             .header(header::COOKIE, "y=2")
@@ -407,12 +450,122 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bare_name_refused_where_the_cookie_is_secure() {
+        let (signer, mut s) = svc();
+        let token = cookie_for(&signer, "a");
+        // HTTPS behind a TLS terminator that sends no X-Forwarded-Proto: the bootstrap set
+        // `__Secure-sgw_ide_a`, so a bare `sgw_ide_a` (plantable over plain HTTP or by a
+        // sibling host) is no credential, even with a valid value.
+        for host in ["gw.example.com", "10.0.0.5:8080"] {
+            let req = Request::get("/__ide/a/")
+                .header(header::HOST, host)
+                .header(header::COOKIE, format!("sgw_ide_a={token}"))
+                .body(())
+                .unwrap();
+            let (status, _, body) = run(&mut s, req).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{host}");
+            assert_eq!(
+                body,
+                "No IDE session for this sandbox. Reopen the IDE from the dashboard.\n"
+            );
+        }
+        // On plain-HTTP loopback the bare name is the one set, and the prefixed one is not.
+        let req = Request::get("/__ide/a/")
+            .header(header::HOST, "localhost:8080")
+            .header(header::COOKIE, format!("__Secure-sgw_ide_a={token}"))
+            .body(())
+            .unwrap();
+        assert_eq!(run(&mut s, req).await.0, StatusCode::FORBIDDEN);
+    }
+
+    fn own_host_svc() -> (TokenSigner, TunnelAuth<tower_service_fn::Echo>) {
+        let signer = TokenSigner::new([9u8; 32]).unwrap();
+        let cookie = CookieConfig::builder()
+            .sandbox_hosts(crate::auth::SandboxHosts::new("{id}.ide.example.com").unwrap())
+            .build()
+            .unwrap();
+        let layer = TunnelAuthLayer::new(signer.clone()).cookie(cookie);
+        (signer, layer.layer(tower_service_fn::Echo))
+    }
+
+    #[tokio::test]
+    async fn own_host_reads_the_id_from_the_host() {
+        let (signer, mut s) = own_host_svc();
+        let a = cookie_for(&signer, "a");
+        let on = |host: &str, path: &str, cookie: String| {
+            Request::get(path)
+                .header(header::HOST, host)
+                .header(header::COOKIE, cookie)
+                .body(())
+                .unwrap()
+        };
+        // Any path on the sandbox's host is the tunnel, with the `__Host-` cookie.
+        let (status, _, body) = run(
+            &mut s,
+            on(
+                "a.ide.example.com",
+                "/static/x.js",
+                format!("__Host-sgw_ide_a={a}; app=1"),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "a|app=1|false");
+        // The path names no sandbox there: `/__ide/b/` on a's host is a's path, still a's cookie.
+        let (status, _, body) = run(
+            &mut s,
+            on(
+                "a.ide.example.com",
+                "/__ide/b/",
+                format!("__Host-sgw_ide_a={a}"),
+            ),
+        )
+        .await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "a||false"));
+        // a's cookie does not open b's host; the `__Secure-` (path-mount) and bare names are
+        // not the host-only cookie.
+        for (host, cookie) in [
+            ("b.ide.example.com", format!("__Host-sgw_ide_b={a}")),
+            ("a.ide.example.com", format!("__Secure-sgw_ide_a={a}")),
+            ("a.ide.example.com", format!("sgw_ide_a={a}")),
+        ] {
+            let (status, _, _) = run(&mut s, on(host, "/", cookie.clone())).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{host} {cookie}");
+        }
+        // Other hosts keep the path mount.
+        let (status, _, body) = run(
+            &mut s,
+            on(
+                "app.example.com",
+                "/__ide/a/",
+                format!("__Secure-sgw_ide_a={a}"),
+            ),
+        )
+        .await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "a||false"));
+        assert_eq!(
+            run(&mut s, on("app.example.com", "/x", String::new()))
+                .await
+                .0,
+            StatusCode::NOT_FOUND
+        );
+        // Two Hosts: refused before anything else.
+        let two = Request::get("/")
+            .header(header::HOST, "a.ide.example.com")
+            .header(header::HOST, "b.ide.example.com")
+            .body(())
+            .unwrap();
+        assert_eq!(run(&mut s, two).await.0, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
     async fn keep_authorization_option() {
         let signer = TokenSigner::new([9u8; 32]).unwrap();
         let mut s = TunnelAuthLayer::new(signer.clone())
             .keep_authorization(true)
             .layer(tower_service_fn::Echo);
         let req = Request::get("/__ide/a/")
+            .header(header::HOST, "127.0.0.1:8080")
             .header(
                 header::COOKIE,
                 format!("sgw_ide_a={}", cookie_for(&signer, "a")),
@@ -492,6 +645,7 @@ mod tests {
         let (signer, mut s) = svc();
         let old = signer.sign("a", Audience::Cookie, Duration::ZERO).unwrap();
         let req = Request::get("/__ide/a/")
+            .header(header::HOST, "localhost")
             .header(header::COOKIE, format!("sgw_ide_a={old}"))
             .body(())
             .unwrap();

@@ -325,10 +325,17 @@ impl<R> ConnectorBuilder<R> {
     }
 }
 
-/// A [`Connector`] could not be built.
+/// A [`Connector`] (or a proxy built on one) could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid connector configuration: {0}")]
 pub struct BuildError(String);
+
+impl BuildError {
+    /// A configuration mistake named in a few words.
+    pub(crate) fn invalid(what: &str) -> Self {
+        BuildError(what.to_owned())
+    }
+}
 
 /// Why a connection to an upstream failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,17 @@
 //! Put [`CorsLayer`] outside whatever authenticates or proxies, so that a preflight (which carries
 //! no credentials) is answered before it reaches either.
 //!
+//! **CORS is not access control.** It tells a browser which pages may read an answer; anything
+//! that is not a browser (`curl`, a server, a script) ignores it and sends no `Origin` at all, and
+//! the request reaches the server whatever the policy. Authenticate callers behind it (for the
+//! API forwarder: [`Callers`](crate::forward::Callers)).
+//!
+//! For apps that call an API through the gateway with an OpenAI- or Anthropic-style SDK, allow
+//! the headers those SDKs send with [`AllowHeaders::api_sdks`] (`Authorization`, `x-api-key`,
+//! `anthropic-version`, the `X-Stainless-*` family…) and expose the ones they read with
+//! [`ExposeHeaders::api_sdks`] (`Retry-After`, request ids): a preflight that refuses any of them
+//! fails the app with "Failed to fetch".
+//!
 //! # What it does
 //!
 //! - **Preflight** — an `OPTIONS` request with `Origin` *and* `Access-Control-Request-Method` — is
@@ -78,6 +89,8 @@
 //! ```
 //!
 //! [`AllowHeaders::any_and`]: crate::cors::AllowHeaders::any_and
+//! [`AllowHeaders::api_sdks`]: crate::cors::AllowHeaders::api_sdks
+//! [`ExposeHeaders::api_sdks`]: crate::cors::ExposeHeaders::api_sdks
 //! [`AllowOrigin::any`]: crate::cors::AllowOrigin::any
 //! [`CorsBuilder::allow_null_origin`]: crate::cors::CorsBuilder::allow_null_origin
 //! [`CorsBuilder::build`]: crate::cors::CorsBuilder::build

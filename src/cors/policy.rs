@@ -54,10 +54,89 @@ impl AllowHeaders {
         AllowHeaders(HeadersKind::Mirror)
     }
 
+    /// The request headers the browser builds of OpenAI- and Anthropic-style API SDKs send (the
+    /// Stainless-generated ones, and others that copy them), so that an app pointing such an SDK
+    /// at the gateway is not refused at the preflight ("Failed to fetch"):
+    ///
+    /// - `Authorization`, `Content-Type`, `Accept` (the OpenAI SDK sends its key as
+    ///   `Authorization: Bearer …`);
+    /// - `x-api-key`, `anthropic-version`, `anthropic-beta`,
+    ///   `anthropic-dangerous-direct-browser-access` (the Anthropic SDK);
+    /// - `OpenAI-Organization`, `OpenAI-Project`, `OpenAI-Beta`;
+    /// - `X-Stainless-Lang`, `-Package-Version`, `-OS`, `-Arch`, `-Runtime`, `-Runtime-Version`,
+    ///   `-Retry-Count`, `-Timeout`, `-Helper-Method`, `-Async` (both SDKs' telemetry).
+    ///
+    /// Extend it with [`and`](Self::and). This only lets the browser *send* them: CORS decides
+    /// what a page may read, it is no access control — the
+    /// [`ApiForward`](crate::forward::ApiForward)'s caller check is.
+    pub fn api_sdks() -> Self {
+        AllowHeaders::list(API_SDK_HEADERS.iter().copied().map(HeaderName::from_static))
+    }
+
+    /// These headers too (for a list; `*` plus these for [`any`](Self::any); mirroring already
+    /// echoes everything).
+    pub fn and<I>(mut self, more: I) -> Self
+    where
+        I: IntoIterator<Item = HeaderName>,
+    {
+        match &mut self.0 {
+            HeadersKind::List(list) | HeadersKind::Any(list) => {
+                for h in more {
+                    if !list.contains(&h) {
+                        list.push(h);
+                    }
+                }
+            }
+            HeadersKind::None => self.0 = HeadersKind::List(more.into_iter().collect()),
+            HeadersKind::Mirror => {}
+        }
+        self
+    }
+
     pub(crate) fn is_wildcard(&self) -> bool {
         matches!(self.0, HeadersKind::Any(_))
     }
 }
+
+/// The request headers of [`AllowHeaders::api_sdks`], lower-case.
+const API_SDK_HEADERS: &[&str] = &[
+    "authorization",
+    "content-type",
+    "accept",
+    "x-api-key",
+    "anthropic-version",
+    "anthropic-beta",
+    "anthropic-dangerous-direct-browser-access",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+    "x-stainless-lang",
+    "x-stainless-package-version",
+    "x-stainless-os",
+    "x-stainless-arch",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-retry-count",
+    "x-stainless-timeout",
+    "x-stainless-helper-method",
+    "x-stainless-async",
+];
+
+/// The response headers of [`ExposeHeaders::api_sdks`], lower-case.
+const API_SDK_EXPOSED: &[&str] = &[
+    "retry-after",
+    "retry-after-ms",
+    "x-request-id",
+    "request-id",
+    "x-should-retry",
+    "openai-processing-ms",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+];
 
 /// Methods a preflight may ask for (`Access-Control-Allow-Methods`). `GET`, `HEAD` and `POST` are
 /// CORS-safelisted and always pass.
@@ -132,6 +211,14 @@ impl ExposeHeaders {
         ExposeHeaders(ExposeKind::Any)
     }
 
+    /// The response headers API SDKs read to retry and report: `Retry-After`, `retry-after-ms`,
+    /// `x-should-retry`, the request ids (`x-request-id`, `request-id`), `openai-processing-ms`
+    /// and OpenAI's `x-ratelimit-*`. Without them an SDK in the browser cannot see when to retry
+    /// a `429`.
+    pub fn api_sdks() -> Self {
+        ExposeHeaders::list(API_SDK_EXPOSED.iter().copied().map(HeaderName::from_static))
+    }
+
     pub(crate) fn is_wildcard(&self) -> bool {
         matches!(self.0, ExposeKind::Any)
     }
@@ -152,5 +239,29 @@ impl<const N: usize> From<[Method; N]> for AllowMethods {
 impl<const N: usize> From<[HeaderName; N]> for ExposeHeaders {
     fn from(a: [HeaderName; N]) -> Self {
         Self::list(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdk_presets_are_lists_that_extend() {
+        let HeadersKind::List(list) = AllowHeaders::api_sdks().0 else {
+            panic!("a list");
+        };
+        assert!(list.contains(&http::header::AUTHORIZATION));
+        assert!(list.iter().any(|h| h == "x-stainless-retry-count"));
+        let more = AllowHeaders::api_sdks().and([
+            HeaderName::from_static("x-app"),
+            http::header::AUTHORIZATION,
+        ]);
+        let HeadersKind::List(more) = more.0 else {
+            panic!("a list");
+        };
+        assert_eq!(more.len(), list.len() + 1);
+        assert!(!AllowHeaders::api_sdks().is_wildcard());
+        assert!(!ExposeHeaders::api_sdks().is_wildcard());
     }
 }

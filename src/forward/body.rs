@@ -10,6 +10,7 @@ use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::quota::Permit;
 use crate::proxy::ProxyBody;
 use crate::sse::SseBody;
 
@@ -85,18 +86,66 @@ where
 }
 
 pin_project! {
+    /// The upstream's response body with the caller's stream permit: the stream counts against
+    /// the caller's quota until the body ends, fails or is dropped.
+    #[derive(Debug)]
+    pub(crate) struct Held {
+        #[pin]
+        inner: ProxyBody,
+        permit: Option<Permit>,
+    }
+}
+
+impl Held {
+    pub(crate) fn new(inner: ProxyBody, permit: Option<Permit>) -> Self {
+        Held { inner, permit }
+    }
+}
+
+impl From<Bytes> for Held {
+    fn from(b: Bytes) -> Self {
+        Held::new(ProxyBody::from(b), None)
+    }
+}
+
+impl Body for Held {
+    type Data = Bytes;
+    type Error = <ProxyBody as Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.permit.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
     /// The response body of [`ApiForward`](super::ApiForward): the upstream's body streamed frame
     /// by frame (event streams under the [`sse`](crate::sse) rules), or a short message the
     /// forwarder wrote itself.
     #[derive(Debug)]
     pub struct ForwardBody {
         #[pin]
-        inner: SseBody<ProxyBody>,
+        inner: SseBody<Held>,
     }
 }
 
 impl ForwardBody {
-    pub(crate) fn new(inner: SseBody<ProxyBody>) -> Self {
+    pub(crate) fn new(inner: SseBody<Held>) -> Self {
         ForwardBody { inner }
     }
 

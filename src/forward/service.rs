@@ -23,21 +23,26 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 use tracing::Instrument;
 
-use super::body::{Capped, ForwardBody};
+use super::body::{Capped, ForwardBody, Held};
+use super::caller::Caller;
 use super::connector::SsrfConnector;
-use super::upstream::{under_prefix, valid_name};
+use super::quota::{LimitError, Limiter};
+use super::upstream::under_prefix;
 use super::{BuildError, ForwardError, Secret, SsrfGuard, SsrfRefusal, Upstream};
+use super::{Callers, Quota, QuotaStore};
 use crate::connect::{ConnectorBuilder, LocalhostResolver};
 use crate::proxy::{
     check_request, join_cookies, strip_hop_by_hop, with_head_timeout, ProxyBody, ProxyError,
     RequestBody,
 };
 use crate::route::{check_path, RouteError};
+use crate::util::valid_upstream_name as valid_name;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// The default request body limit: 1 MiB.
-pub const DEFAULT_BODY_LIMIT: u64 = 1024 * 1024;
+/// The default request body limit: 20 MiB, room for a chat request with a few images inlined as
+/// base64.
+pub const DEFAULT_BODY_LIMIT: u64 = 20 * 1024 * 1024;
 /// The default response-head timeout of the forwarder, counted from the request body's last
 /// progress (model APIs may think a while before their first byte).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -47,12 +52,16 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// An outbound API proxy for apps running in a browser sandbox: `/{name}/{path}` goes to the
 /// upstream called `name`, with the server's credentials, and nowhere else.
 ///
+/// - **Only callers the host authorised** ([`Callers`], required): an API token the host issued,
+///   presented where the app's SDK puts its key, or a check of the host's own. No valid
+///   credential: `401`; an upstream the caller may not use: `403`; the upstream is not contacted.
+///   Per-caller [`Quota`]s answer `429` with `Retry-After`.
 /// - **Named upstreams only, deny by default.** The first path segment of the request path the
 ///   service receives names the upstream; the rest, with the query, is joined under the upstream's
 ///   base URL. Unknown name: 404. Method not allowed: 405 with `Allow`. Path not under an allowed
 ///   prefix: 403. Paths that could escape (`..`, `%2f`, `//`, `\`): 400.
 /// - **Secrets stay on the server.** Headers configured with [`Upstream::inject_header`] are set
-///   on every upstream request, replacing the browser's. The browser's `Cookie`, `Authorization`,
+///   on every upstream request, replacing the browser's (and the caller's token). The browser's `Cookie`, `Authorization`,
 ///   `Proxy-Authorization`, `Forwarded`, `X-Forwarded-*`, `X-Real-IP`, hop-by-hop headers and (unless
 ///   [`Builder::forward_origin`]) `Origin` and `Referer` never go out; `Host` is the upstream's.
 ///   The upstream's `Set-Cookie` (it would land on the gateway's origin) and `Alt-Svc` are not
@@ -64,19 +73,24 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// - **Streaming**: HTTPS upstreams via the [`connect`](crate::connect) module's connector (ALPN
 ///   `h2` and `http/1.1`, pooled); bodies stream both ways; `text/event-stream` responses get the
 ///   [`sse`](crate::sse) rules (no buffering, `no-transform`, unknown length, optional heartbeat).
-/// - **Limits**: request bodies over [`Builder::body_limit`] are answered 413, at once from
-///   `Content-Length` or as soon as a streamed body passes the limit. Connect failures 502, connect
-///   and response-head timeouts 504. All answers are short plain text.
+/// - **Limits**: request bodies over the upstream's limit ([`Upstream::body_limit`], default
+///   [`Builder::body_limit`], 20 MiB) are answered 413 naming the limit, at once from
+///   `Content-Length` or as soon as a streamed body passes the limit. Connect failures 502,
+///   connect and response-head timeouts 504. Every answer the forwarder writes itself is a short
+///   JSON error, `{"error":{"type":"…","message":"…"}}`, which API SDKs show as the error.
 ///
 /// Mount it with axum's `nest_service`, which strips the prefix:
 ///
 /// ```no_run
 /// use axum::Router;
 /// use http::{header, Method};
-/// use sandbox_gateway::forward::{ApiForward, Secret, Upstream};
+/// use sandbox_gateway::auth::TokenSigner;
+/// use sandbox_gateway::forward::{ApiForward, Callers, Secret, Upstream};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let signer = TokenSigner::random()?;
 /// let forward = ApiForward::builder()
+///     .callers(Callers::api_tokens(signer.clone()))
 ///     .upstream(
 ///         Upstream::new("openai", "https://api.openai.com/v1")
 ///             .allow_methods([Method::POST])
@@ -109,6 +123,8 @@ impl<R> fmt::Debug for ApiForward<R> {
         f.debug_struct("ApiForward")
             .field("upstreams", &names)
             .field("body_limit", &self.shared.body_limit)
+            .field("callers", &self.shared.callers)
+            .field("quota", &self.shared.limiter)
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +136,8 @@ struct Shared<R> {
     response_timeout: Option<Duration>,
     forward_origin: bool,
     heartbeat: Option<Duration>,
+    callers: Option<Callers>,
+    limiter: Option<Limiter>,
 }
 
 struct Route {
@@ -128,6 +146,10 @@ struct Route {
     allow: HeaderValue,
     paths: Vec<String>,
     inject: Vec<(HeaderName, Secret)>,
+    /// Where a caller may present its token besides `Authorization`: the injected names.
+    key_headers: Vec<HeaderName>,
+    own_key: bool,
+    body_limit: u64,
 }
 
 impl ApiForward {
@@ -140,8 +162,12 @@ impl ApiForward {
 
 /// Configures an [`ApiForward`].
 ///
-/// Defaults: body limit 1 MiB, connect timeout 10 s, response-head timeout 120 s, pooled idle
-/// connections kept 4 s, `Origin`/`Referer` not forwarded, no SSE heartbeat, webpki roots.
+/// Required: who may use the server's keys ([`callers`](Self::callers)), unless every upstream is
+/// [`bring_your_own_key`](Upstream::bring_your_own_key).
+///
+/// Defaults: body limit 20 MiB, connect timeout 10 s, response-head timeout 120 s, pooled idle
+/// connections kept 4 s, `Origin`/`Referer` not forwarded, no SSE heartbeat, webpki roots, no
+/// quota.
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct Builder<R = LocalhostResolver> {
@@ -153,6 +179,9 @@ pub struct Builder<R = LocalhostResolver> {
     pool_idle_timeout: Duration,
     forward_origin: bool,
     heartbeat: Option<Duration>,
+    callers: Option<Callers>,
+    quota: Quota,
+    quota_store: QuotaStore,
     #[cfg(feature = "tls")]
     extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     #[cfg(feature = "tls")]
@@ -171,6 +200,9 @@ impl<R> Builder<R> {
             pool_idle_timeout: crate::proxy::DEFAULT_POOL_IDLE_TIMEOUT,
             forward_origin: false,
             heartbeat: None,
+            callers: None,
+            quota: Quota::new(),
+            quota_store: QuotaStore::memory(),
             #[cfg(feature = "tls")]
             extra_roots: Vec::new(),
             #[cfg(feature = "tls")]
@@ -190,6 +222,9 @@ impl<R> Builder<R> {
             pool_idle_timeout: self.pool_idle_timeout,
             forward_origin: self.forward_origin,
             heartbeat: self.heartbeat,
+            callers: self.callers,
+            quota: self.quota,
+            quota_store: self.quota_store,
             #[cfg(feature = "tls")]
             extra_roots: self.extra_roots,
             #[cfg(feature = "tls")]
@@ -203,7 +238,31 @@ impl<R> Builder<R> {
         self
     }
 
-    /// The largest request body forwarded, in bytes (default 1 MiB); larger ones are answered 413.
+    /// Who may have requests forwarded with the server's keys: [`Callers::api_tokens`] (feature
+    /// `auth`), a check of the host's own ([`Callers::check`], [`Callers::check_fn`]), or
+    /// [`Callers::anyone`]. Required unless every upstream brings its own key.
+    pub fn callers(mut self, callers: Callers) -> Self {
+        self.callers = Some(callers);
+        self
+    }
+
+    /// Limits per caller: requests and request bytes per window, streams open at once (none by
+    /// default). Counted in [`quota_store`](Self::quota_store), in memory by default.
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// Where the quota is counted: [`QuotaStore::memory`] (default, one replica) or in Redis
+    /// (feature `redis`) for several replicas sharing one budget.
+    pub fn quota_store(mut self, store: QuotaStore) -> Self {
+        self.quota_store = store;
+        self
+    }
+
+    /// The largest request body forwarded, in bytes, for upstreams without a limit of their own
+    /// ([`Upstream::body_limit`]); default [`DEFAULT_BODY_LIMIT`] (20 MiB). Larger ones are
+    /// answered 413.
     pub fn body_limit(mut self, bytes: u64) -> Self {
         self.body_limit = bytes;
         self
@@ -268,7 +327,9 @@ impl<R> Builder<R> {
     /// `http(s)://host[:port][/path]`; an upstream with no allowed method or path; a path prefix
     /// that is not a clean absolute path; an injected header that is hop-by-hop or `Host`; two
     /// upstreams on one host of which only one allows private addresses; a zero body limit or
-    /// heartbeat; an invalid TLS root.
+    /// heartbeat; an invalid TLS root; no [`callers`](Self::callers) while an upstream spends a
+    /// server key; an upstream that both brings its own key and injects one; a quota with a zero
+    /// count or window, or a byte budget smaller than a body limit.
     pub fn build(self) -> Result<ApiForward<R>, BuildError>
     where
         R: Clone + Send + Sync + 'static,
@@ -284,7 +345,14 @@ impl<R> Builder<R> {
         let mut routes = HashMap::new();
         let mut hosts: HashMap<String, (String, bool)> = HashMap::new();
         for up in self.upstreams {
-            let (name, route, allow_private) = compile(up)?;
+            let (name, route, allow_private) = compile(up, self.body_limit)?;
+            if !route.own_key && self.callers.is_none() {
+                return Err(BuildError(format!(
+                    "upstream `{name}`: no caller check; choose who may spend the server's keys with \
+                     `callers(Callers::api_tokens(..))`, `Callers::check(..)`, or `Callers::anyone()` \
+                     for a gateway only you can reach"
+                )));
+            }
             let host = route
                 .base
                 .authority()
@@ -333,6 +401,18 @@ impl<R> Builder<R> {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
         let client = builder.build(SsrfConnector::new(connector, guard));
+        let limiter = if self.quota.is_empty() {
+            None
+        } else {
+            let largest = routes
+                .values()
+                .filter(|r: &&Route| !r.own_key)
+                .map(|r| r.body_limit)
+                .max()
+                .unwrap_or(self.body_limit);
+            self.quota.check(largest)?;
+            Some(Limiter::new(self.quota, self.quota_store))
+        };
         Ok(ApiForward {
             shared: Arc::new(Shared {
                 client,
@@ -341,6 +421,8 @@ impl<R> Builder<R> {
                 response_timeout: self.response_timeout,
                 forward_origin: self.forward_origin,
                 heartbeat: self.heartbeat,
+                callers: self.callers,
+                limiter,
             }),
         })
     }
@@ -360,7 +442,7 @@ static HOP_NAMES: &[&str] = &[
     "content-length",
 ];
 
-fn compile(up: Upstream) -> Result<(String, Route, bool), BuildError> {
+fn compile(up: Upstream, default_limit: u64) -> Result<(String, Route, bool), BuildError> {
     let name = up.name;
     if !valid_name(&name) {
         return Err(BuildError(format!(
@@ -395,6 +477,17 @@ fn compile(up: Upstream) -> Result<(String, Route, bool), BuildError> {
         };
         paths.push(trimmed);
     }
+    if up.own_key && !up.inject.is_empty() {
+        return Err(BuildError(format!(
+            "upstream `{name}` brings its own key: it cannot also inject one"
+        )));
+    }
+    let body_limit = up.body_limit.unwrap_or(default_limit);
+    if body_limit == 0 {
+        return Err(BuildError(format!(
+            "upstream `{name}`: the body limit must be above zero"
+        )));
+    }
     for (h, _) in &up.inject {
         if HOP_NAMES.contains(&h.as_str()) {
             return Err(BuildError(format!(
@@ -417,7 +510,10 @@ fn compile(up: Upstream) -> Result<(String, Route, bool), BuildError> {
             methods: up.methods,
             allow,
             paths,
+            key_headers: up.inject.iter().map(|(h, _)| h.clone()).collect(),
             inject: up.inject,
+            own_key: up.own_key,
+            body_limit,
         },
         up.allow_private,
     ))
@@ -449,7 +545,7 @@ where
     }
 }
 
-type Forwarding = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+type Forwarding = Pin<Box<dyn Future<Output = Result<Response<Held>, Infallible>> + Send>>;
 
 pin_project! {
     /// The response future of [`ApiForward`]. It never fails: errors are answers.
@@ -474,22 +570,70 @@ impl Future for ResponseFuture {
     }
 }
 
-fn error_response(err: &ForwardError) -> Response<ProxyBody> {
-    crate::util::text_response(err.status(), err.to_string())
+/// The forwarder's own answer: `{"error":{"type":"…","message":"…"}}`, the shape OpenAI- and
+/// Anthropic-style SDKs read their error from; `Retry-After` on a quota refusal, `Allow` is added
+/// by the caller for 405.
+fn error_response(err: &ForwardError) -> Response<Held> {
+    let body = format!(
+        "{{\"error\":{{\"type\":\"{}\",\"message\":{}}}}}\n",
+        err.kind(),
+        json_string(&err.to_string())
+    );
+    let mut res = Response::new(Held::from(Bytes::from(body)));
+    *res.status_mut() = err.status();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let ForwardError::Quota(q) = err {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(q.retry_after_secs()));
+    }
+    if err.status() == StatusCode::UNAUTHORIZED {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"api\""),
+        );
+    }
+    res
 }
 
-/// The request headers that never leave for an upstream (besides hop-by-hop ones).
-fn scrub_request_headers(headers: &mut HeaderMap, forward_origin: bool) {
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The request headers that never leave for an upstream (besides hop-by-hop ones). The caller's
+/// `Authorization` goes out only to an upstream that takes the caller's own key.
+fn scrub_request_headers(headers: &mut HeaderMap, forward_origin: bool, own_key: bool) {
     strip_hop_by_hop(headers);
     join_cookies(headers);
     for name in [
         header::HOST,
         header::COOKIE,
-        header::AUTHORIZATION,
         header::FORWARDED,
         header::EXPECT,
     ] {
         headers.remove(name);
+    }
+    if !own_key {
+        headers.remove(header::AUTHORIZATION);
     }
     headers.remove("x-real-ip");
     let forwarded: Vec<HeaderName> = headers
@@ -529,7 +673,7 @@ impl<R> Shared<R>
 where
     SsrfConnector<R>: Connect + Clone + Send + Sync + 'static,
 {
-    async fn forward<B>(self: Arc<Self>, req: Request<B>) -> Response<ProxyBody>
+    async fn forward<B>(self: Arc<Self>, req: Request<B>) -> Response<Held>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -548,6 +692,23 @@ where
         if let Err(RouteError::BadPath(why)) = check_path(rest) {
             return error_response(&ForwardError::BadRequest(why));
         }
+        let caller: Option<Caller> = match (&self.callers, route.own_key) {
+            (_, true) => None,
+            (Some(callers), false) => {
+                let admitted = callers.admit(name, &parts, &route.key_headers).await;
+                match admitted {
+                    Ok(caller) => Some(caller),
+                    Err(refusal) => {
+                        let status = refusal.status().as_u16();
+                        tracing::info!(upstream = %name, status, "caller refused");
+                        crate::metrics::refused("caller");
+                        return error_response(&ForwardError::Caller(refusal));
+                    }
+                }
+            }
+            // `build` refuses upstreams that spend a key without a caller check.
+            (None, false) => return error_response(&ForwardError::UnknownUpstream),
+        };
         if !route.methods.contains(&parts.method) {
             let mut res = error_response(&ForwardError::MethodNotAllowed(parts.method.clone()));
             res.headers_mut().insert(header::ALLOW, route.allow.clone());
@@ -561,8 +722,8 @@ where
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.body_limit) {
-            return error_response(&ForwardError::PayloadTooLarge(self.body_limit));
+        if declared.is_some_and(|n| n > route.body_limit) {
+            return error_response(&ForwardError::PayloadTooLarge(route.body_limit));
         }
         if let Err(e) = check_request(&parts) {
             return error_response(&match e {
@@ -577,21 +738,40 @@ where
         let Ok(path_and_query) = PathAndQuery::try_from(path_and_query) else {
             return error_response(&ForwardError::BadRequest("invalid path"));
         };
+        let permit = match (&self.limiter, &caller) {
+            (Some(limiter), Some(caller)) => {
+                let charge = declared.unwrap_or(route.body_limit);
+                match limiter.acquire(caller.id(), charge).await {
+                    Ok(permit) => Some(permit),
+                    Err(LimitError::Exceeded(q)) => {
+                        tracing::info!(upstream = %name, caller = %caller.id(), "quota exceeded");
+                        crate::metrics::refused("quota");
+                        return error_response(&ForwardError::Quota(q));
+                    }
+                    Err(LimitError::Unavailable(why)) => {
+                        return error_response(&ForwardError::QuotaUnavailable(why));
+                    }
+                }
+            }
+            _ => None,
+        };
         let target = route.base.target(path_and_query);
         let span = tracing::info_span!(
             "forward",
             upstream = %name,
+            caller = caller.as_ref().map_or("", |c| c.id()),
             method = %parts.method,
             path = %rest,
         );
 
         let mut headers = std::mem::take(&mut parts.headers);
-        scrub_request_headers(&mut headers, self.forward_origin);
+        scrub_request_headers(&mut headers, self.forward_origin, route.own_key);
         for (h, secret) in &route.inject {
+            // Also removes every other value: a caller's token under the same name.
             headers.insert(h.clone(), secret.value().clone());
         }
         let exceeded = Arc::new(AtomicBool::new(false));
-        let body = Capped::new(body, self.body_limit, exceeded.clone());
+        let body = Capped::new(body, route.body_limit, exceeded.clone());
         let (body, progress) = RequestBody::new(body, self.response_timeout.is_some());
         let mut out = Request::new(body);
         *out.method_mut() = parts.method;
@@ -615,7 +795,7 @@ where
             }
             Some(Err(err)) => {
                 let e = if exceeded.load(Ordering::Acquire) {
-                    ForwardError::PayloadTooLarge(self.body_limit)
+                    ForwardError::PayloadTooLarge(route.body_limit)
                 } else if let Some(refusal) = find_refusal(&err) {
                     ForwardError::Ssrf(refusal)
                 } else {
@@ -645,7 +825,7 @@ where
                 source: "unexpected 101".into(),
             }));
         }
-        Response::from_parts(parts, ProxyBody::upstream(body, None))
+        Response::from_parts(parts, Held::new(ProxyBody::upstream(body, None), permit))
     }
 }
 
@@ -675,17 +855,41 @@ mod tests {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         let mut kept = h.clone();
-        scrub_request_headers(&mut kept, false);
+        scrub_request_headers(&mut kept, false, false);
         let mut names: Vec<_> = kept.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["content-type", "last-event-id"]);
-        scrub_request_headers(&mut h, true);
+        // Bring your own key: the caller's Authorization, and only that, goes out.
+        let mut own = h.clone();
+        scrub_request_headers(&mut own, false, true);
+        let mut names: Vec<_> = own.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["authorization", "content-type", "last-event-id"]);
+        scrub_request_headers(&mut h, true, false);
         assert!(h.contains_key("origin") && h.contains_key("referer"));
     }
 
     #[test]
+    fn errors_are_json_sdks_can_read() {
+        let res = error_response(&ForwardError::PathNotAllowed("/a\"b\\c\n".into()));
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
+        let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
+            res.into_body(),
+        ))
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+        assert_eq!(
+            &body[..],
+            &br#"{"error":{"type":"forbidden","message":"path /a\"b\\c\u000a is not allowed for this upstream"}}
+"#[..]
+        );
+    }
+
+    #[test]
     fn debug_output_never_shows_secrets() {
-        let builder = ApiForward::builder().upstream(
+        let builder = ApiForward::builder().callers(Callers::anyone()).upstream(
             Upstream::new("a", "https://api.example.com")
                 .allow_methods([Method::POST])
                 .allow_paths(["/"])
@@ -704,8 +908,25 @@ mod tests {
                 .allow_methods([Method::POST])
                 .allow_paths(["/chat"])
         };
-        assert!(ApiForward::builder().upstream(ok()).build().is_ok());
+        let b = || ApiForward::builder().callers(Callers::anyone());
+        assert!(b().upstream(ok()).build().is_ok());
+        // Bring-your-own-key upstreams need no caller check; others do.
+        assert!(ApiForward::builder()
+            .upstream(ok().bring_your_own_key(true))
+            .build()
+            .is_ok());
+        let e = ApiForward::builder().upstream(ok()).build().unwrap_err();
+        assert!(e.to_string().contains("no caller check"), "{e}");
         let cases = [
+            b().upstream(
+                ok().bring_your_own_key(true)
+                    .inject_header(header::AUTHORIZATION, Secret::bearer("k").unwrap()),
+            ),
+            b().upstream(ok().body_limit(0)),
+            b().upstream(ok())
+                .quota(Quota::new().request_bytes(1024, Duration::from_secs(1))),
+            b().upstream(ok())
+                .quota(Quota::new().requests(0, Duration::from_secs(1))),
             ApiForward::builder().upstream(ok()).upstream(ok()),
             ApiForward::builder().upstream(Upstream::new("a", "https://x/").allow_paths(["/"])),
             ApiForward::builder()
@@ -733,7 +954,7 @@ mod tests {
             ApiForward::builder().upstream(ok()).body_limit(0),
         ];
         for (i, b) in cases.into_iter().enumerate() {
-            assert!(b.build().is_err(), "case {i}");
+            assert!(b.callers(Callers::anyone()).build().is_err(), "case {i}");
         }
     }
 }

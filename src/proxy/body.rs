@@ -1,7 +1,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -209,6 +209,8 @@ pub(crate) struct Progress {
     pub(crate) bytes: AtomicU64,
     pub(crate) epoch: Instant,
     pub(crate) last_frame_ms: AtomicU64,
+    /// Whether the body has been sent to its end.
+    pub(crate) done: AtomicBool,
 }
 
 impl Progress {
@@ -217,6 +219,7 @@ impl Progress {
             bytes: AtomicU64::new(0),
             epoch: Instant::now(),
             last_frame_ms: AtomicU64::new(0),
+            done: AtomicBool::new(false),
         }
     }
 
@@ -227,6 +230,14 @@ impl Progress {
 }
 
 impl RequestBody {
+    /// A body with no frames.
+    pub(crate) fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            progress: None,
+        }
+    }
+
     /// Wraps `body`; `track` asks for a [`Progress`] (returned too) when the body has frames to
     /// send.
     pub(crate) fn new<B>(body: B, track: bool) -> (Self, Option<Arc<Progress>>)
@@ -258,16 +269,26 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let Some(inner) = self.inner.as_mut() else {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let polled = Pin::new(inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(p)) = (&polled, &self.progress) {
-            if let Some(d) = frame.data_ref() {
-                p.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        if let Some(p) = &this.progress {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(d) = frame.data_ref() {
+                        p.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                    p.last_frame_ms
+                        .store(p.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    if inner.is_end_stream() {
+                        p.done.store(true, Ordering::Relaxed);
+                    }
+                }
+                Poll::Ready(None) => p.done.store(true, Ordering::Relaxed),
+                _ => {}
             }
-            p.last_frame_ms
-                .store(p.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
         polled
     }

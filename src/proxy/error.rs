@@ -27,6 +27,23 @@ pub enum ProxyError {
     /// connection is opened (503).
     #[error("the proxy is shutting down and accepts no new upgrades")]
     TunnelsClosed,
+    /// An upgrade over the proxy's tunnel caps ([`Builder::max_tunnels`](super::Builder::max_tunnels),
+    /// [`Builder::max_tunnels_per_client`](super::Builder::max_tunnels_per_client)), refused before
+    /// any upstream connection is opened (503).
+    #[error("too many open WebSockets {}: the limit is {limit}; close one and retry", if *.per_client { "from this client" } else { "through this gateway" })]
+    TooManyTunnels {
+        /// The cap that was reached.
+        limit: usize,
+        /// Whether it is the per-client cap (else the total).
+        per_client: bool,
+    },
+    /// The request body arrived slower than the proxy's minimum upload rate
+    /// ([`Builder::min_upload_rate`](super::Builder::min_upload_rate)) (408).
+    #[error("the request body arrived slower than {min_rate} bytes/s; the upload was cut off")]
+    UploadTooSlow {
+        /// The configured minimum rate, in bytes per second.
+        min_rate: u64,
+    },
     /// No connection could be opened (502; 504 when the connect timed out).
     #[error(transparent)]
     Connect(ConnectError),
@@ -58,7 +75,10 @@ impl ProxyError {
             ProxyError::NoTarget => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::OriginRejected(_) => StatusCode::FORBIDDEN,
-            ProxyError::TunnelsClosed => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::TunnelsClosed | ProxyError::TooManyTunnels { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::UploadTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Connect(e) if e.kind() == ConnectErrorKind::TimedOut => {
                 StatusCode::GATEWAY_TIMEOUT
             }

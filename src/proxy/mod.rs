@@ -21,7 +21,9 @@ pub use body::ProxyBody;
 pub use error::ProxyError;
 pub use origin::{InvalidOrigin, OriginCheck};
 pub use service::{
-    Builder, ResponseFuture, ReverseProxy, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
+    Builder, ResponseFuture, ReverseProxy, DEFAULT_MAX_TUNNELS, DEFAULT_MAX_TUNNELS_PER_CLIENT,
+    DEFAULT_MIN_UPLOAD_RATE, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
+    DEFAULT_TUNNEL_IDLE_TIMEOUT, DEFAULT_UPLOAD_GRACE,
 };
 pub use upgrade::{InvalidProtocol, UpgradeProtocols};
 

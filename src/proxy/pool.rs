@@ -10,9 +10,18 @@
 //!
 //! The exchange is driven from the request's own future: there is no task per request, only one per
 //! connection (hyper's connection driver) and the reaper.
+//!
+//! Sending again: a request that a reused connection gives back unsent (it was closed before the
+//! request went out) goes out on the next connection. One that was sent on a reused HTTP/1.1
+//! connection which then failed before any response byte — each HTTP/1.1 connection counts the bytes
+//! it reads — is sent once more on a new connection when it is idempotent and has no body; anything
+//! else is the caller's error to answer.
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
@@ -21,7 +30,8 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::Connection;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower_service::Service;
 
 use super::body::RequestBody;
@@ -76,7 +86,7 @@ struct State {
 #[derive(Default)]
 struct Host {
     /// Idle HTTP/1.1 connections, the most recently used last.
-    http1: Vec<(http1::SendRequest<RequestBody>, Instant)>,
+    http1: Vec<(H1, Instant)>,
     /// The shared HTTP/2 connection and when a request last started on it.
     http2: Option<(http2::SendRequest<RequestBody>, Instant)>,
     /// Held while an HTTP/2 connection is being opened, so that requests arriving meanwhile wait
@@ -84,11 +94,18 @@ struct Host {
     connecting: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
+/// An HTTP/1.1 connection: its request sender and how many bytes it has read from the upstream
+/// (to tell whether a failed exchange had begun to receive its response).
+struct H1 {
+    tx: http1::SendRequest<RequestBody>,
+    read: Arc<AtomicU64>,
+}
+
 /// An HTTP/1.1 connection lent to one exchange, to give back when its response body has ended.
 pub(crate) struct Lent {
     idle: Arc<IdleList>,
     key: Key,
-    sender: http1::SendRequest<RequestBody>,
+    sender: H1,
 }
 
 impl Lent {
@@ -107,7 +124,7 @@ impl std::fmt::Debug for Lent {
 }
 
 enum Sender {
-    Http1(http1::SendRequest<RequestBody>),
+    Http1(H1),
     Http2(http2::SendRequest<RequestBody>),
 }
 
@@ -154,8 +171,17 @@ where
         let upstream = key.authority.as_str();
         // A request that a reused connection closed on before sending it is sent again, on the
         // next idle connection or a new one: every round uses up one connection, so this ends.
+        // One that was sent but got no byte back is sent again once, on a new connection, when
+        // it is idempotent and has no body.
+        let mut fresh_only = false;
+        let mut may_resend = !upgrade && replayable(&req);
         loop {
-            let (sender, reused) = match self.idle.take(&key, upgrade).await {
+            let idle = if fresh_only {
+                None
+            } else {
+                self.idle.take(&key, upgrade).await
+            };
+            let (sender, reused) = match idle {
                 Some(sender) => (sender, true),
                 None => match self
                     .idle
@@ -163,7 +189,12 @@ where
                 {
                     Some(lock) => {
                         let _connecting = lock.lock().await;
-                        match self.idle.take(&key, false).await {
+                        let idle = if fresh_only {
+                            None
+                        } else {
+                            self.idle.take(&key, false).await
+                        };
+                        match idle {
                             Some(sender) => (sender, true),
                             None => (Box::pin(self.connect(&key, false)).await?, false),
                         }
@@ -185,9 +216,11 @@ where
                         },
                     };
                 }
-                Sender::Http1(mut tx) => {
+                Sender::Http1(mut h1) => {
+                    let head = (reused && may_resend).then(|| head_of(&req));
+                    let read_before = h1.read.load(Ordering::Relaxed);
                     origin_form(&mut req, &key);
-                    match tx.try_send_request(req).await {
+                    match h1.tx.try_send_request(req).await {
                         Ok(res) => {
                             // An upgraded connection belongs to its tunnel from now on.
                             if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -196,7 +229,7 @@ where
                             let lent = Lent {
                                 idle: self.idle.clone(),
                                 key,
-                                sender: tx,
+                                sender: h1,
                             };
                             if http_body::Body::is_end_stream(res.body()) {
                                 lent.give_back();
@@ -210,6 +243,16 @@ where
                                 // The origin form is rebuilt from the URI; put the absolute one back.
                                 let pq = req.uri().path_and_query().cloned();
                                 *req.uri_mut() = absolute(&key, pq);
+                                continue;
+                            }
+                            None if head.is_some()
+                                && h1.read.load(Ordering::Relaxed) == read_before =>
+                            {
+                                tracing::debug!(upstream, error = %e.error(),
+                                    "reused connection failed before any response byte; sending again on a new one");
+                                req = head.unwrap_or_else(|| unreachable!("checked above"));
+                                may_resend = false;
+                                fresh_only = true;
                                 continue;
                             }
                             _ => return Err(ProxyError::from_hyper(upstream, e.into_error())),
@@ -247,6 +290,11 @@ where
             self.idle.share_http2(key, tx.clone());
             Ok(Sender::Http2(tx))
         } else {
+            let read = Arc::new(AtomicU64::new(0));
+            let stream = TokioIo::new(CountRead {
+                io: TokioIo::new(stream),
+                read: read.clone(),
+            });
             let (tx, conn) = http1::handshake(stream)
                 .await
                 .map_err(|e| ProxyError::from_hyper(upstream, e))?;
@@ -256,7 +304,7 @@ where
                     tracing::debug!(upstream = %name, error = %e, "upstream connection ended");
                 }
             });
-            Ok(Sender::Http1(tx))
+            Ok(Sender::Http1(H1 { tx, read }))
         }
     }
 }
@@ -284,12 +332,12 @@ impl IdleList {
                 }
                 host.http1.pop()?
             };
-            if tx.is_closed() || since.elapsed() >= self.timeout {
+            if tx.tx.is_closed() || since.elapsed() >= self.timeout {
                 continue;
             }
             // Given back when its last response body ended; its driver may not have marked it
             // ready yet. A connection that closed in the meantime answers with an error.
-            if tx.ready().await.is_ok() {
+            if tx.tx.ready().await.is_ok() {
                 return Some(Sender::Http1(tx));
             }
         }
@@ -331,8 +379,8 @@ impl IdleList {
         }
     }
 
-    fn put(self: &Arc<Self>, key: Key, tx: http1::SendRequest<RequestBody>) {
-        if tx.is_closed() || self.timeout.is_zero() {
+    fn put(self: &Arc<Self>, key: Key, tx: H1) {
+        if tx.tx.is_closed() || self.timeout.is_zero() {
             return;
         }
         let mut state = self.lock();
@@ -364,7 +412,7 @@ impl IdleList {
         let timeout = self.timeout;
         state.hosts.retain(|_, host| {
             host.http1
-                .retain(|(tx, since)| !tx.is_closed() && now.duration_since(*since) < timeout);
+                .retain(|(h1, since)| !h1.tx.is_closed() && now.duration_since(*since) < timeout);
             if host
                 .http2
                 .as_ref()
@@ -389,6 +437,82 @@ async fn reap(idle: Weak<IdleList>, period: Duration) {
         if !idle.reap() {
             return;
         }
+    }
+}
+
+/// Whether a request may be sent a second time: an idempotent method (RFC 9110 §9.2.2) and no
+/// body to send again.
+fn replayable(req: &Request<RequestBody>) -> bool {
+    use http::Method;
+    let m = req.method();
+    let idempotent = m == Method::GET
+        || m == Method::HEAD
+        || m == Method::OPTIONS
+        || m == Method::TRACE
+        || m == Method::PUT
+        || m == Method::DELETE;
+    idempotent && http_body::Body::is_end_stream(req.body())
+}
+
+/// A copy of a body-less request, to send again.
+fn head_of(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// An upstream connection that counts the bytes it reads.
+struct CountRead<T> {
+    io: T,
+    read: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for CountRead<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for CountRead<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

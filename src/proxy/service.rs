@@ -3,6 +3,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -19,11 +20,12 @@ use tracing::Instrument;
 use super::body::{Meter, Progress, RequestBody};
 use super::headers::{check_request, is_upgrade_request, join_cookies, strip_hop_by_hop};
 use super::pool::Pool;
-use super::tunnel::{self, Tunnels};
+use super::tunnel::{self, Over, Tunnels};
 use super::{OriginCheck, ProxyBody, ProxyError, UpgradeProtocols};
 use crate::connect::{
     BuildError, ConnStream, ConnectError, Connector, ConnectorBuilder, LocalhostResolver,
 };
+use crate::rewrite::ClientAddr;
 use crate::route::{Target, Upstream};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -34,6 +36,19 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default idle timeout of pooled upstream connections: below the 5 s keep-alive of Node's HTTP
 /// server, so the pool never reuses a connection the dev server is about to close.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// The default idle timeout of tunnels (WebSockets): five minutes with no byte either way, well
+/// above the pings that keep IDE and dev-server sockets alive (VS Code's every few seconds,
+/// Vite's HMR every 30 s).
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The default cap on tunnels open at once through one proxy.
+pub const DEFAULT_MAX_TUNNELS: usize = 10_000;
+/// The default cap on tunnels open at once from one client (an address, or an IPv6 /64): an IDE
+/// window opens a handful, a preview tab one.
+pub const DEFAULT_MAX_TUNNELS_PER_CLIENT: usize = 64;
+/// The default minimum upload rate, in bytes per second, averaged over the request body so far.
+pub const DEFAULT_MIN_UPLOAD_RATE: u64 = 1024;
+/// The default time a request body is given before [`DEFAULT_MIN_UPLOAD_RATE`] applies.
+pub const DEFAULT_UPLOAD_GRACE: Duration = Duration::from_secs(10);
 
 /// A streaming reverse proxy: a tower `Service` that sends each request to its
 /// [`Target`](crate::route::Target) and streams the answer back.
@@ -56,11 +71,22 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 ///   (`FIN`) on one side is passed to the other. [`OriginCheck`] guards them (403 before any
 ///   upstream connection); any other answer to an upgrade is passed to the client as it is; an
 ///   upstream that cannot be reached is answered 502. See also
-///   [`Builder::tunnel_idle_timeout`] and [`close_tunnels`](ReverseProxy::close_tunnels).
+///   [`Builder::tunnel_idle_timeout`] (5 minutes by default), the caps [`Builder::max_tunnels`] and
+///   [`Builder::max_tunnels_per_client`] (over them: 503), [`open_tunnels`](ReverseProxy::open_tunnels)
+///   and [`close_tunnels`](ReverseProxy::close_tunnels).
 /// - Upstream connections are kept and reused: an HTTP/1.1 connection once the response it carried
 ///   was read to its end, an HTTP/2 connection by every request to its upstream at once. Idle ones
 ///   close after [`Builder::pool_idle_timeout`]; a request that a reused connection closed on before
 ///   sending it goes out again on another.
+/// - **Retry**: when a reused HTTP/1.1 connection fails after the request went out but before any
+///   byte of the response came back — the keep-alive race, an upstream closing an idle connection as
+///   the request lands — an idempotent request (`GET`, `HEAD`, `OPTIONS`, `TRACE`, and `PUT` or
+///   `DELETE` with an empty body) is sent once more, on a fresh connection, as nginx and Go's
+///   `http.Transport` do. A `POST`, `PATCH`, any request with a body, a request on a new connection,
+///   and any failure after response bytes arrived are answered 502, never sent again.
+/// - Uploads: a request body must keep an average of [`Builder::min_upload_rate`] (1 KiB/s after
+///   10 s by default) until it has been sent, or the request is answered 408; a body trickled a byte
+///   a minute cannot hold an upstream connection.
 /// - An upstream that breaks off mid-body aborts the client's response; it never looks like a clean
 ///   end.
 /// - Errors are answers with a status and a short plain-text message ([`ProxyError`]): 502 when the
@@ -81,9 +107,16 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// let proxy = ReverseProxy::builder()
 ///     .upstream("http://localhost:5173".parse()?)
 ///     .build()?;
-/// let app: Router = Router::new().nest_service("/app", proxy);
+/// let app: Router = Router::new().nest_service("/app", proxy.clone());
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-/// axum::serve(listener, app).await?;
+/// // `serve::Server`: timeouts, connection caps, graceful shutdown that closes the tunnels.
+/// sandbox_gateway::serve::Server::builder()
+///     .on_drained(move || proxy.close_tunnels())
+///     .build()?
+///     .serve(listener, app, async {
+///         let _ = tokio::signal::ctrl_c().await;
+///     })
+///     .await?;
 /// # Ok(()) }
 /// ```
 pub struct ReverseProxy<R = LocalhostResolver> {
@@ -116,6 +149,8 @@ struct Shared<R> {
     tunnel_idle_timeout: Option<Duration>,
     tunnels: Arc<Tunnels>,
     http2_prior_knowledge: bool,
+    min_upload_rate: Option<u64>,
+    upload_grace: Duration,
     upgrades: UpgradeProtocols,
 }
 
@@ -141,7 +176,8 @@ impl Default for ReverseProxy {
 }
 
 impl<R> ReverseProxy<R> {
-    /// How many upgraded connections (WebSockets) are open right now.
+    /// How many upgraded connections (WebSockets) are open right now, counting upgrades already
+    /// sent to their upstream and waiting for its answer.
     pub fn open_tunnels(&self) -> usize {
         self.shared.tunnels.open()
     }
@@ -173,6 +209,10 @@ pub struct Builder<R = LocalhostResolver> {
     http2_prior_knowledge: bool,
     origin_check: OriginCheck,
     tunnel_idle_timeout: Option<Duration>,
+    max_tunnels: usize,
+    max_tunnels_per_client: usize,
+    min_upload_rate: Option<u64>,
+    upload_grace: Duration,
     upgrades: UpgradeProtocols,
 }
 
@@ -187,7 +227,11 @@ impl<R> Builder<R> {
             pool_max_idle_per_host: 256,
             http2_prior_knowledge: false,
             origin_check: OriginCheck::default(),
-            tunnel_idle_timeout: None,
+            tunnel_idle_timeout: Some(DEFAULT_TUNNEL_IDLE_TIMEOUT),
+            max_tunnels: DEFAULT_MAX_TUNNELS,
+            max_tunnels_per_client: DEFAULT_MAX_TUNNELS_PER_CLIENT,
+            min_upload_rate: Some(DEFAULT_MIN_UPLOAD_RATE),
+            upload_grace: DEFAULT_UPLOAD_GRACE,
             upgrades: UpgradeProtocols::default(),
         }
     }
@@ -203,6 +247,10 @@ impl<R> Builder<R> {
             http2_prior_knowledge: self.http2_prior_knowledge,
             origin_check: self.origin_check,
             tunnel_idle_timeout: self.tunnel_idle_timeout,
+            max_tunnels: self.max_tunnels,
+            max_tunnels_per_client: self.max_tunnels_per_client,
+            min_upload_rate: self.min_upload_rate,
+            upload_grace: self.upload_grace,
             upgrades: self.upgrades,
         }
     }
@@ -270,7 +318,8 @@ impl<R> Builder<R> {
         self
     }
 
-    /// Closes a tunnel when no byte moved either way for this long (default: never). Any byte
+    /// Closes a tunnel when no byte moved either way for this long (default 5 minutes,
+    /// [`DEFAULT_TUNNEL_IDLE_TIMEOUT`]; `None`: never). Any byte
     /// counts, WebSocket pings included, so a client or server that pings more often than this
     /// keeps its tunnel; a silent one is closed by dropping both connections. It also bounds a
     /// half-closed tunnel whose other side never closes (a client that keeps its socket after the
@@ -280,15 +329,60 @@ impl<R> Builder<R> {
         self
     }
 
+    /// The most tunnels (upgraded connections) open at once through this proxy (default 10 000);
+    /// an upgrade over it is answered 503 before any upstream connection is opened.
+    pub fn max_tunnels(mut self, max: usize) -> Self {
+        self.max_tunnels = max;
+        self
+    }
+
+    /// The most tunnels open at once from one client (default 64): an address, or an IPv6 /64,
+    /// taken from the request's [`ClientAddr`](crate::rewrite::ClientAddr), which
+    /// [`serve`](crate::serve) inserts. Without a `ClientAddr` only [`max_tunnels`](Self::max_tunnels)
+    /// applies. Over it: 503.
+    pub fn max_tunnels_per_client(mut self, max: usize) -> Self {
+        self.max_tunnels_per_client = max;
+        self
+    }
+
+    /// The slowest a request body may arrive, in bytes per second averaged from the start of the
+    /// request, once [`upload_grace`](Self::upload_grace) has passed (default 1024; `None`: no
+    /// minimum, only [`response_timeout`](Self::response_timeout) between two bytes). Checked until
+    /// the body has been sent or the response head has come; a body below it is cut off and the
+    /// request answered 408. An upstream that stops reading the body counts the same, since the
+    /// proxy only reads as fast as it can send.
+    pub fn min_upload_rate(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.min_upload_rate = bytes_per_second;
+        self
+    }
+
+    /// How long a request body may take before [`min_upload_rate`](Self::min_upload_rate) applies
+    /// (default 10 s), for slow starts and small bodies.
+    pub fn upload_grace(mut self, grace: Duration) -> Self {
+        self.upload_grace = grace;
+        self
+    }
+
     /// Builds the proxy.
     ///
     /// # Errors
-    /// When the connector configuration is invalid (e.g. a bad root certificate).
+    /// When the connector configuration is invalid (e.g. a bad root certificate), a tunnel cap is
+    /// zero, or the minimum upload rate is zero.
     pub fn build(self) -> Result<ReverseProxy<R>, BuildError>
     where
         R: Clone,
         Connector<R>: Service<Uri, Response = ConnStream, Error = ConnectError> + Clone,
     {
+        if self.max_tunnels == 0 || self.max_tunnels_per_client == 0 {
+            return Err(BuildError::invalid(
+                "max_tunnels and max_tunnels_per_client must be at least 1",
+            ));
+        }
+        if self.min_upload_rate == Some(0) {
+            return Err(BuildError::invalid(
+                "min_upload_rate must be above zero (None turns it off)",
+            ));
+        }
         let connector = self.connector.build()?;
         let pool = Pool::new(
             connector,
@@ -303,8 +397,10 @@ impl<R> Builder<R> {
                 response_timeout: self.response_timeout,
                 origin_check: self.origin_check,
                 tunnel_idle_timeout: self.tunnel_idle_timeout,
-                tunnels: Arc::new(Tunnels::new()),
+                tunnels: Arc::new(Tunnels::new(self.max_tunnels, self.max_tunnels_per_client)),
                 http2_prior_knowledge: self.http2_prior_knowledge,
+                min_upload_rate: self.min_upload_rate,
+                upload_grace: self.upload_grace,
                 upgrades: self.upgrades,
             }),
         })
@@ -404,6 +500,7 @@ where
         // hop-by-hop headers and the request goes on as a plain one.
         let upgrade = is_upgrade_request(&parts) && self.upgrades.allows(&parts.headers);
         let mut downstream_upgrade = None;
+        let mut tunnel_slot = None;
         if upgrade {
             if let Err(origin) = self.origin_check.check(&parts) {
                 tracing::warn!(upstream = %target.authority(), %origin, "upgrade refused: origin not allowed");
@@ -412,6 +509,19 @@ where
             }
             if self.tunnels.closed() {
                 return error_response(&ProxyError::TunnelsClosed);
+            }
+            let client = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
+            match self.tunnels.reserve(client) {
+                Ok(slot) => tunnel_slot = Some(slot),
+                Err(over) => {
+                    let (limit, per_client) = match over {
+                        Over::Total(n) => (n, false),
+                        Over::PerClient(n) => (n, true),
+                    };
+                    let e = ProxyError::TooManyTunnels { limit, per_client };
+                    tracing::warn!(upstream = %target.authority(), error = %e, "upgrade refused");
+                    return error_response(&e);
+                }
             }
             match parts.extensions.remove::<OnUpgrade>() {
                 Some(on) => downstream_upgrade = Some(on),
@@ -456,8 +566,12 @@ where
                 headers.insert(header::UPGRADE, v);
             }
         }
-        let (body, progress) =
-            RequestBody::new(body, self.response_timeout.is_some() || !span.is_disabled());
+        let (body, progress) = RequestBody::new(
+            body,
+            self.response_timeout.is_some()
+                || self.min_upload_rate.is_some()
+                || !span.is_disabled(),
+        );
         let mut out = Request::new(body);
         *out.method_mut() = parts.method;
         *out.uri_mut() = target.uri();
@@ -467,9 +581,20 @@ where
 
         let upstream_name = target.authority().as_str();
         let sending = self.pool.send(out, upgrade);
-        let result = with_head_timeout(sending, self.response_timeout, progress.as_deref())
-            .instrument(span.clone())
-            .await;
+        let head = with_head_timeout(sending, self.response_timeout, progress.as_deref())
+            .instrument(span.clone());
+        let result = match (self.min_upload_rate, progress.as_deref()) {
+            (Some(rate), Some(p)) => tokio::select! {
+                biased;
+                r = head => r,
+                () = upload_too_slow(p, rate, self.upload_grace) => {
+                    let e = ProxyError::UploadTooSlow { min_rate: rate };
+                    tracing::warn!(parent: &span, error = %e, "upload too slow");
+                    return error_response(&e);
+                }
+            },
+            _ => head.await,
+        };
         let (mut res, lent) = match result {
             None => {
                 let e = ProxyError::Timeout {
@@ -497,11 +622,14 @@ where
             if let Some(v) = upgrade_value {
                 parts.headers.insert(header::UPGRADE, v);
             }
+            let Some(slot) = tunnel_slot else {
+                unreachable!("an upgrade request holds a tunnel slot");
+            };
             tunnel::spawn(
                 downstream,
                 upstream_upgrade,
                 self.tunnel_idle_timeout,
-                self.tunnels.clone(),
+                slot,
                 span,
             );
             return Response::from_parts(parts, ProxyBody::empty());
@@ -535,6 +663,25 @@ where
         body.set_meter(meter);
         body.set_lent(lent);
         Response::from_parts(parts, body)
+    }
+}
+
+/// Resolves when the request body has fallen below `rate` bytes per second on average since the
+/// request started, `grace` after that start at the earliest; never once the body has been sent.
+async fn upload_too_slow(progress: &Progress, rate: u64, grace: Duration) {
+    let mut at = progress.epoch + grace;
+    loop {
+        tokio::time::sleep_until(at.into()).await;
+        if progress.done.load(Ordering::Relaxed) {
+            return std::future::pending().await;
+        }
+        // The time by which the bytes sent so far should have arrived at `rate`.
+        let bytes = progress.bytes.load(Ordering::Relaxed);
+        let due = progress.epoch + Duration::from_secs_f64(bytes as f64 / rate as f64);
+        if due <= Instant::now() {
+            return;
+        }
+        at = due;
     }
 }
 

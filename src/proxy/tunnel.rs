@@ -1,8 +1,10 @@
 //! The byte splice after a `101 Switching Protocols`.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -11,23 +13,58 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-/// Live tunnels of one proxy: a count and a shutdown signal.
+/// Live tunnels of one proxy: counts (in total and per client), caps and a shutdown signal.
 #[derive(Debug)]
 pub(crate) struct Tunnels {
     open: AtomicUsize,
+    max: usize,
+    max_per_client: usize,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
     shutdown: watch::Sender<bool>,
 }
 
+/// Which cap an upgrade ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Over {
+    Total(usize),
+    PerClient(usize),
+}
+
 impl Tunnels {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(max: usize, max_per_client: usize) -> Self {
         Tunnels {
             open: AtomicUsize::new(0),
+            max,
+            max_per_client,
+            per_client: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
         }
     }
 
     pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// A place for one more tunnel from `client` (none known: only the total cap applies), held
+    /// from before the upstream is asked until the tunnel ends.
+    pub(crate) fn reserve(self: &Arc<Self>, client: Option<IpAddr>) -> Result<TunnelSlot, Over> {
+        let client = client.map(crate::util::client_network);
+        let mut per_client = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        if self.open.load(Ordering::Relaxed) >= self.max {
+            return Err(Over::Total(self.max));
+        }
+        if let Some(ip) = client {
+            let n = per_client.entry(ip).or_insert(0);
+            if *n >= self.max_per_client {
+                return Err(Over::PerClient(self.max_per_client));
+            }
+            *n += 1;
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(TunnelSlot {
+            tunnels: self.clone(),
+            client,
+        })
     }
 
     /// Whether [`close_all`](Self::close_all) is in force.
@@ -44,11 +81,27 @@ impl Tunnels {
     }
 }
 
-struct OpenGuard(Arc<Tunnels>);
+/// One tunnel's place under the caps, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct TunnelSlot {
+    tunnels: Arc<Tunnels>,
+    client: Option<IpAddr>,
+}
 
-impl Drop for OpenGuard {
+impl Drop for TunnelSlot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        let t = &self.tunnels;
+        // Under the lock, so that a reservation never sees the total drop before the client's.
+        let mut per_client = t.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ip) = self.client {
+            if let Some(n) = per_client.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_client.remove(&ip);
+                }
+            }
+        }
+        t.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -59,15 +112,13 @@ pub(crate) fn spawn(
     downstream: OnUpgrade,
     upstream: OnUpgrade,
     idle_timeout: Option<Duration>,
-    tunnels: Arc<Tunnels>,
+    slot: TunnelSlot,
     span: tracing::Span,
 ) {
-    tunnels.open.fetch_add(1, Ordering::Relaxed);
-    let guard = OpenGuard(tunnels.clone());
     let gauge = crate::metrics::Open::new(crate::metrics::TUNNELS);
-    let mut shutdown = tunnels.shutdown.subscribe();
+    let mut shutdown = slot.tunnels.shutdown.subscribe();
     tokio::spawn(async move {
-        let _guard = (guard, gauge);
+        let _slot = (slot, gauge);
         let (down, up) = match tokio::try_join!(downstream, upstream) {
             Ok(pair) => pair,
             Err(e) => {

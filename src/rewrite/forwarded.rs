@@ -12,8 +12,9 @@ use super::RewriteError;
 ///
 /// The gateway's server inserts it (hyper and axum do not on their own); without it the client is
 /// unknown: `X-Forwarded-For` is not sent, `Forwarded` says `for=unknown`, and no peer is trusted.
+/// `serve::Server` (feature `serve`) inserts it on every request, and [`ClientTls`] under TLS.
 ///
-/// From a hyper accept loop:
+/// From a hyper accept loop of your own:
 ///
 /// ```no_run
 /// use hyper_util::rt::{TokioExecutor, TokioIo};

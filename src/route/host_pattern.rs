@@ -7,9 +7,10 @@ use std::future::{ready, Ready};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use http::header;
+use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
+use http::Uri;
 
 use super::{check_public_port, Resolve, RouteError, Target, Upstream};
 use crate::cors::origin::{normalize_host, split_host_port};
@@ -222,6 +223,25 @@ fn match_label(parts: &[Part], label: &str, values: &mut [String]) -> Option<()>
     rest.is_empty().then_some(())
 }
 
+impl HostPattern {
+    /// Matches a request head: the host comes from the request target's authority (HTTP/2
+    /// `:authority`, absolute-form) or the `Host` header; both present must agree. A missing,
+    /// repeated or malformed Host is an error ([`RouteError::BadHost`]).
+    pub(crate) fn match_head(
+        &self,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Option<Captures>, RouteError> {
+        let host = request_host(uri, headers)?;
+        let valid = !host.contains('@')
+            && split_host_port(host).is_some_and(|(name, _)| normalize_host(name).is_some());
+        if !valid {
+            return Err(RouteError::BadHost("invalid Host"));
+        }
+        Ok(self.matches(host))
+    }
+}
+
 impl FromStr for HostPattern {
     type Err = RouteError;
 
@@ -352,13 +372,7 @@ impl<M> HostRoute<M> {
     /// Matches a request head: the host comes from the request target's authority (HTTP/2
     /// `:authority`, absolute-form) or the `Host` header; both present must agree.
     pub fn match_request(&self, parts: &Parts) -> Result<Option<Captures>, RouteError> {
-        let host = request_host(parts)?;
-        let valid = !host.contains('@')
-            && split_host_port(host).is_some_and(|(name, _)| normalize_host(name).is_some());
-        if !valid {
-            return Err(RouteError::BadHost("invalid Host"));
-        }
-        Ok(self.pattern.matches(host))
+        self.pattern.match_head(&parts.uri, &parts.headers)
     }
 }
 
@@ -471,8 +485,8 @@ impl<M: MapCaptures> Resolve for HostRoute<M> {
 }
 
 /// The host a request is addressed to, as sent (port included).
-fn request_host(parts: &Parts) -> Result<&str, RouteError> {
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
+fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<&'a str, RouteError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
     let header_host = match (hosts.next(), hosts.next()) {
         (None, _) => None,
         (Some(v), None) => Some(
@@ -481,7 +495,7 @@ fn request_host(parts: &Parts) -> Result<&str, RouteError> {
         ),
         (Some(_), Some(_)) => return Err(RouteError::BadHost("several Host headers")),
     };
-    match (parts.uri.authority().map(Authority::as_str), header_host) {
+    match (uri.authority().map(Authority::as_str), header_host) {
         (Some(u), Some(h)) if !u.eq_ignore_ascii_case(h) => Err(RouteError::BadHost(
             "Host header and request target name different hosts",
         )),

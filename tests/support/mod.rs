@@ -18,6 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+#[cfg(feature = "redis")]
+pub mod redis;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type TestBody = UnsyncBoxBody<Bytes, BoxError>;
 
@@ -105,6 +108,15 @@ pub async fn closed_port_addr() -> SocketAddr {
     let a = l.local_addr().unwrap();
     drop(l);
     a
+}
+
+/// `target/debug/examples/{name}`, built by `cargo test` along with the tests (run alone with
+/// `--test …`, build it first: `cargo build --all-features --example {name}`).
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// Bounds a test step in time.
