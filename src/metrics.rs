@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use http::{Response, StatusCode};
 
+/// Open client connections of a `serve::Server`.
+#[cfg(feature = "serve")]
+pub(crate) const CONNECTIONS: &str = "sandbox_gateway_connections";
 /// Open tunnels (after `101 Switching Protocols`).
 pub(crate) const TUNNELS: &str = "sandbox_gateway_tunnels";
 /// Open upstream connections (pooled or in use).

@@ -174,6 +174,11 @@ async fn metrics_count_each_outcome_once() {
         count("sandbox_gateway_refusals_total", &["reason=\"host\""]),
         Some(1.0)
     );
+    // The scrape's own connection is open in the example's `serve::Server`.
+    assert!(
+        count("sandbox_gateway_connections", &[]).is_some_and(|n| n >= 1.0),
+        "{after:?}"
+    );
     assert_eq!(
         count("sandbox_gateway_refusals_total", &["reason=\"cors\""]),
         Some(1.0)
