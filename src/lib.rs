@@ -95,6 +95,11 @@
 //!   browsers fail in front of a gateway.
 //! - `redis`: a Redis `NonceStore` (implies `auth`), so a token spent on one replica is
 //!   spent on all; with `forward`, `RedisQuotaStore`, so replicas share each caller's quota.
+//! - `metrics`: counters, gauges and histograms through the `metrics` facade (requests, connect
+//!   failures and latency, open connections and tunnels, tunnel bytes, token checks, refusals);
+//!   README's "Operating" section lists them.
+//!
+//! `rust-version` is what the default features need; `redis` needs Rust 1.88.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -120,6 +125,7 @@ pub mod route;
 pub mod serve;
 pub mod sse;
 
+mod metrics;
 mod util;
 
 #[cfg(doctest)]

@@ -42,6 +42,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Mutex};
 use tower::ServiceBuilder;
 
+#[allow(dead_code)]
+#[path = "support/gateway.rs"]
+mod gateway_process;
+
 /// How long the browser gets for one scenario step.
 const STEP: Duration = Duration::from_secs(20);
 /// How long a scenario that is expected to fail is watched before it is declared failed.
@@ -1906,4 +1910,82 @@ mod gateway_example {
         );
         browser.close().await.unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `gateway` example's index runs its self-check in the visitor's browser.
+
+/// Opens the example's index and returns what its self-check reported, check by check.
+#[cfg(all(feature = "forward", feature = "tls", feature = "serve"))]
+async fn self_check(browser: &Client, gateway: &gateway_process::Gateway) -> Value {
+    browser.goto(&format!("{}/", gateway.url)).await.unwrap();
+    let report = result(browser, STEP).await.unwrap();
+    // The page keeps its list of links under the checks.
+    let text = page_text(browser).await;
+    assert!(
+        text.contains(&format!("/proxy/{}/echo-headers", gateway.demo_port)),
+        "{text}"
+    );
+    report
+}
+
+#[cfg(all(feature = "forward", feature = "tls", feature = "serve"))]
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; run with --include-ignored"]
+async fn the_gateway_examples_self_check_passes_and_names_a_stopped_sandbox() {
+    let _one = BROWSER_LOCK.lock().await;
+    let mut driver = Driver::start().await;
+
+    let gateway = gateway_process::Gateway::start(&["--demo-port", "0"]);
+    let browser = driver.browser().await;
+    let report = self_check(&browser, &gateway).await;
+    for check in ["isolation", "websocket", "sse", "ide", "api"] {
+        assert_eq!(
+            report[check]["passed"],
+            json!(true),
+            "{check}: {}",
+            report[check]
+        );
+    }
+    let shown = page_text(&browser).await;
+    assert_eq!(shown.matches(" passed").count(), 5, "{shown}");
+    browser.close().await.unwrap();
+    drop(gateway);
+
+    // The demo sandbox stopped: its WebSocket and its event stream fail, and say why.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let stopped = gateway_process::Gateway::start(&["--demo-port", &port.to_string(), "--no-demo"]);
+    let browser = driver.browser().await;
+    let report = self_check(&browser, &stopped).await;
+    assert_eq!(report["isolation"]["passed"], json!(true), "{report}");
+    assert_eq!(report["api"]["passed"], json!(true), "{report}");
+    for (check, path) in [("websocket", "ws"), ("sse", "events")] {
+        assert_eq!(report[check]["passed"], json!(false), "{report}");
+        let reason = report[check]["reason"].as_str().unwrap_or_default();
+        let answer = format!("GET /proxy/{port}/{path} answers 502: ");
+        assert!(reason.contains(&answer), "{check}: {reason}");
+        assert!(reason.contains("connection refused"), "{check}: {reason}");
+    }
+    // Each failure links to its section of the README.
+    let links = browser
+        .find_all(Locator::Css("#checks li[data-state=failed] a"))
+        .await
+        .unwrap();
+    let mut hrefs = Vec::new();
+    for link in links {
+        hrefs.push(link.attr("href").await.unwrap().unwrap_or_default());
+    }
+    assert!(
+        hrefs
+            .iter()
+            .any(|h| h.ends_with("README.md#check-websocket"))
+            && hrefs
+                .iter()
+                .any(|h| h.ends_with("README.md#check-server-sent-events")),
+        "{hrefs:?}"
+    );
+    browser.close().await.unwrap();
 }

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! cargo run --example gateway -- [--listen ADDR] [--demo-port P] [--allow-port Q]...
-//!     [--tls-cert CERT.pem --tls-key KEY.pem]
-//!     [--ide-sandbox HOST:PORT]
+//!     [--tls-cert CERT.pem --tls-key KEY.pem] [--ide-sandbox HOST:PORT] [--no-demo]
+//! cargo run --example gateway --features metrics   # and the crate's counters at /metrics
 //! ```
 //!
 //! Starts a demo dev server bound to `[::1]:P` only (as Vite binds `localhost` on modern Node) and
@@ -22,10 +22,16 @@
 //! idle timeouts, connection caps per client, and on Ctrl-C a graceful shutdown that lets requests
 //! finish and then closes the WebSocket tunnels. With `--tls-cert` and `--tls-key` (PEM) it serves
 //! HTTPS, `h2` and `http/1.1` by ALPN.
+//!
+//! The index (`/`) runs a self-check in the visitor's browser (`selfcheck.html`). `/metrics`
+//! (loopback peers only) serves what the gateway counted in Prometheus text. `--no-demo` leaves the
+//! demo sandbox stopped (its port then needs `--demo-port`), so the self-check shows what a visitor
+//! sees when a sandbox is down.
 
 mod demo;
 mod ide;
 mod llm;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -54,11 +60,12 @@ struct Args {
     tls_cert: Option<String>,
     tls_key: Option<String>,
     ide_sandbox: Option<String>,
+    no_demo: bool,
 }
 
 const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-port Q]... \
 [--allow-origin ORIGIN]... [--allow-host NAME]... [--tls-cert CERT.pem --tls-key KEY.pem] \
-[--ide-sandbox HOST:PORT]
+[--ide-sandbox HOST:PORT] [--no-demo]
 
   --listen ADDR          where the gateway listens (default 127.0.0.1:8080)
   --demo-port P          the demo sandbox's port on [::1] (default 5173)
@@ -73,7 +80,9 @@ const USAGE: &str = "usage: gateway [--listen ADDR] [--demo-port P] [--allow-por
   --ide-sandbox HOST:PORT
                          the IDE that sandbox demo opens from /ide, e.g. code-server started
                          with `code-server --auth none --bind-addr localhost:8081` (default:
-                         the demo dev server)";
+                         the demo dev server)
+  --no-demo              do not start the demo sandbox (needs --demo-port): the gateway
+                         still routes to its port, so its pages show a stopped sandbox";
 
 /// The CORS origins used when no `--allow-origin` is given: WebContainer apps.
 const DEFAULT_ORIGINS: &[&str] = &["https://*.webcontainer-api.io"];
@@ -88,6 +97,7 @@ fn parse_args() -> Result<Args, String> {
         tls_cert: None,
         tls_key: None,
         ide_sandbox: None,
+        no_demo: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -117,6 +127,7 @@ fn parse_args() -> Result<Args, String> {
             "--tls-cert" => args.tls_cert = Some(value("--tls-cert")?),
             "--tls-key" => args.tls_key = Some(value("--tls-key")?),
             "--ide-sandbox" => args.ide_sandbox = Some(value("--ide-sandbox")?),
+            "--no-demo" => args.no_demo = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -126,6 +137,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         return Err("--tls-cert and --tls-key go together".to_owned());
+    }
+    if args.no_demo && args.demo_port == 0 {
+        return Err("--no-demo needs --demo-port P (a port other than 0)".to_owned());
     }
     Ok(args)
 }
@@ -161,12 +175,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let demo = demo::start(args.demo_port).await.map_err(|e| {
-        format!(
-            "cannot start the demo sandbox on [::1]:{}: {e}",
-            args.demo_port
-        )
-    })?;
+    let demo = if args.no_demo {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, args.demo_port))
+    } else {
+        demo::start(args.demo_port).await.map_err(|e| {
+            format!(
+                "cannot start the demo sandbox on [::1]:{}: {e}",
+                args.demo_port
+            )
+        })?
+    };
+    let counted = metrics::install()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
             TlsConfig::from_pem_files(cert, key)
@@ -267,6 +286,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .merge(api_proxy)
         .merge(ide.pages)
         .route_service("/absproxy/{*rest}", abs_previews)
+        .merge(metrics::route(counted))
         .fallback_service(previews)
         .layer(preview_by_host);
     // A sandbox's own host gets the IDE's bootstrap and tunnel, never the host's routes.
@@ -275,7 +295,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .layer(isolation)
         .layer(hosts);
 
-    println!("demo sandbox (dev server) on http://{demo} (IPv6 loopback only)");
+    if args.no_demo {
+        println!(
+            "demo sandbox not started (--no-demo); its port is {}",
+            demo.port()
+        );
+    } else {
+        println!("demo sandbox (dev server) on http://{demo} (IPv6 loopback only)");
+    }
     println!("gateway on {scheme}://{gw}\n");
     println!("try:");
     for (path, what) in links(port) {
@@ -298,6 +325,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "the IDE of sandbox demo on its own origin: http://demo.ide.localhost:{}/ (open it from /ide)",
         gw.port()
+    );
+    println!(
+        "metrics (Prometheus text, loopback peers only): {scheme}://{gw}/metrics{}",
+        if cfg!(feature = "metrics") {
+            ""
+        } else {
+            " (the gateway's own series need --features metrics)"
+        }
     );
     println!("CORS origins allowed on /api/: {:?}", args.allow_origins);
     println!(
@@ -367,14 +402,17 @@ fn links(port: u16) -> Vec<(String, &'static str)> {
     ]
 }
 
+/// Where the self-check page links a failed check to (a README section by anchor).
+const DOCS: &str = "https://github.com/sandbox-gateway/sandbox-gateway/blob/main/README.md";
+
+/// The index: the self-check that runs in the visitor's browser, then the list of pages.
 fn index_page(port: u16) -> String {
     let items: String = links(port)
         .into_iter()
         .map(|(path, what)| format!("<li><a href=\"{path}\">{path}</a> — {what}</li>\n"))
         .collect();
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sandbox-gateway</title></head>\
-         <body><h1>sandbox-gateway demo</h1><p>A demo dev server listens on <code>[::1]:{port}</code> only; \
-         the gateway reaches it through <code>localhost:{port}</code>.</p><ul>\n{items}</ul></body></html>"
-    )
+    include_str!("selfcheck.html")
+        .replace("{{PORT}}", &port.to_string())
+        .replace("{{DOCS}}", DOCS)
+        .replace("{{LINKS}}", &items)
 }

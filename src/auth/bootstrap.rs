@@ -324,6 +324,7 @@ fn no_referrer<B>(mut res: Response<B>) -> Response<B> {
 }
 
 fn refusal<B: From<Bytes>>(err: Option<TokenError>) -> Response<B> {
+    crate::metrics::token("bootstrap", Err(err));
     let msg = match err {
         None => format!("This IDE link has no token. {REOPEN}"),
         Some(TokenError::Expired) => format!("This IDE link has expired. {REOPEN}"),
@@ -497,7 +498,10 @@ impl<ResBody: From<Bytes>> Future for BootstrapFuture<ResBody> {
                 let fresh = std::task::ready!(record.as_mut().poll(cx));
                 let ok = res.take().expect("polled after completion");
                 Poll::Ready(Ok(match fresh {
-                    Ok(true) => ok,
+                    Ok(true) => {
+                        crate::metrics::token("bootstrap", Ok(()));
+                        ok
+                    }
                     Ok(false) => {
                         tracing::debug!(sandbox = %sandbox, reason = %TokenError::Replayed, "bootstrap token refused");
                         refusal(Some(TokenError::Replayed))

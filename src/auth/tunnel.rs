@@ -260,9 +260,11 @@ impl<S> TunnelAuth<S> {
                 }
             }
         }
+        crate::metrics::token("cookie", verdict.as_ref().map(|_| ()).map_err(|e| *e));
         let claims = match verdict {
             Ok(claims) => claims,
             Err(reason) => {
+                crate::metrics::refused("isolation");
                 let msg = match reason {
                     None => format!("No IDE session for this sandbox. {REOPEN}"),
                     Some(TokenError::Expired) => format!("Your IDE session has expired. {REOPEN}"),

@@ -31,6 +31,7 @@ type Stream = TokioIo<TcpStream>;
 /// cost a map allocation per proxied request.
 pub struct ConnStream {
     inner: Stream,
+    _open: crate::metrics::Open,
 }
 
 impl fmt::Debug for ConnStream {
@@ -509,11 +510,17 @@ where
         };
         let resolver = self.resolver.clone();
         Box::pin(async move {
+            let start = std::time::Instant::now();
             let e: BoxError = match inner.call(uri.clone()).await {
-                Ok(inner) => return Ok(ConnStream { inner }),
+                Ok(inner) => {
+                    crate::metrics::connected(start.elapsed());
+                    let _open = crate::metrics::Open::new(crate::metrics::UPSTREAM_CONNECTIONS);
+                    return Ok(ConnStream { inner, _open });
+                }
                 Err(e) => e.into(),
             };
             let kind = classify(&*e);
+            crate::metrics::connect_failed(kind);
             let tried = addresses_for(&uri, resolver).await;
             let upstream = uri.authority().map(|a| a.to_string()).unwrap_or_default();
             tracing::debug!(%upstream, ?tried, %kind, "upstream connect failed");

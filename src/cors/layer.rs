@@ -113,6 +113,7 @@ where
                 }
                 Err(message) => {
                     tracing::debug!(%message, "CORS preflight refused");
+                    crate::metrics::refused("cors");
                     text_response(StatusCode::FORBIDDEN, message)
                 }
             };

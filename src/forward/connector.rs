@@ -55,6 +55,7 @@ where
     fn call(&mut self, uri: Uri) -> Self::Future {
         if let Some(Err(refusal)) = uri.host().and_then(|h| self.guard.check_literal(h)) {
             tracing::warn!(host = %refusal.host(), ip = %refusal.ip(), "SSRF guard refused an upstream address");
+            crate::metrics::refused("ssrf");
             return Box::pin(std::future::ready(Err(Box::new(refusal) as BoxError)));
         }
         let connecting = self.inner.call(uri);

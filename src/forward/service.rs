@@ -537,7 +537,8 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         let heartbeat = shared.heartbeat;
-        let boxed: Forwarding = Box::pin(async move { Ok(shared.forward(req).await) });
+        let boxed: Forwarding =
+            Box::pin(async move { Ok(crate::metrics::request("api", shared.forward(req)).await) });
         ResponseFuture {
             inner: crate::sse::ResponseFuture::new(boxed, heartbeat),
         }
@@ -700,6 +701,7 @@ where
                     Err(refusal) => {
                         let status = refusal.status().as_u16();
                         tracing::info!(upstream = %name, status, "caller refused");
+                        crate::metrics::refused("caller");
                         return error_response(&ForwardError::Caller(refusal));
                     }
                 }
@@ -743,6 +745,7 @@ where
                     Ok(permit) => Some(permit),
                     Err(LimitError::Exceeded(q)) => {
                         tracing::info!(upstream = %name, caller = %caller.id(), "quota exceeded");
+                        crate::metrics::refused("quota");
                         return error_response(&ForwardError::Quota(q));
                     }
                     Err(LimitError::Unavailable(why)) => {

@@ -623,12 +623,14 @@ where
         let this = self.project();
         if let Some(refusal) = this.early.take() {
             tracing::warn!(host = %refusal.host, ip = %refusal.ip, "SSRF guard refused an upstream address");
+            crate::metrics::refused("ssrf");
             return Poll::Ready(Err(Box::new(refusal)));
         }
         let addrs: Vec<SocketAddr> = ready!(this.inner.poll(cx)).map_err(Into::into)?.collect();
         for addr in &addrs {
             if let Err(refusal) = this.policy.check(this.host, addr.ip(), false) {
                 tracing::warn!(host = %this.host, ip = %addr.ip(), "SSRF guard refused an upstream address");
+                crate::metrics::refused("ssrf");
                 return Poll::Ready(Err(Box::new(refusal)));
             }
         }

@@ -171,6 +171,7 @@ where
             Ok(host) if self.config.allows(&host) => ResponseFuture::inner(self.inner.call(req)),
             Ok(host) => {
                 tracing::debug!(%host, "request for a Host not on the allowlist refused");
+                crate::metrics::refused("host");
                 let hint = self.config.hint.replace("{host}", &host);
                 ResponseFuture::ready(text_response(
                     StatusCode::FORBIDDEN,

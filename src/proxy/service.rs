@@ -425,7 +425,10 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         ResponseFuture {
-            inner: Box::pin(self.shared.clone().proxy(req)),
+            inner: Box::pin(crate::metrics::request(
+                "proxy",
+                self.shared.clone().proxy(req),
+            )),
         }
     }
 }
@@ -501,6 +504,7 @@ where
         if upgrade {
             if let Err(origin) = self.origin_check.check(&parts) {
                 tracing::warn!(upstream = %target.authority(), %origin, "upgrade refused: origin not allowed");
+                crate::metrics::refused("isolation");
                 return error_response(&ProxyError::OriginRejected(origin));
             }
             if self.tunnels.closed() {

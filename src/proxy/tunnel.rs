@@ -115,9 +115,10 @@ pub(crate) fn spawn(
     slot: TunnelSlot,
     span: tracing::Span,
 ) {
+    let gauge = crate::metrics::Open::new(crate::metrics::TUNNELS);
     let mut shutdown = slot.tunnels.shutdown.subscribe();
     tokio::spawn(async move {
-        let _slot = slot;
+        let _slot = (slot, gauge);
         let (down, up) = match tokio::try_join!(downstream, upstream) {
             Ok(pair) => pair,
             Err(e) => {
@@ -126,8 +127,8 @@ pub(crate) fn spawn(
             }
         };
         let clock = Arc::new(Clock::new());
-        let mut down = Active::new(TokioIo::new(down), clock.clone());
-        let mut up = Active::new(TokioIo::new(up), clock.clone());
+        let mut down = Active::new(TokioIo::new(down), clock.clone(), true);
+        let mut up = Active::new(TokioIo::new(up), clock.clone(), false);
         let start = Instant::now();
         let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
         tokio::pin!(copy);
@@ -199,11 +200,17 @@ impl Clock {
 struct Active<T> {
     io: T,
     clock: Arc<Clock>,
+    /// Whether what is read here goes up (read from the browser), for the byte counts.
+    reads_up: bool,
 }
 
 impl<T> Active<T> {
-    fn new(io: T, clock: Arc<Clock>) -> Self {
-        Active { io, clock }
+    fn new(io: T, clock: Arc<Clock>, reads_up: bool) -> Self {
+        Active {
+            io,
+            clock,
+            reads_up,
+        }
     }
 }
 
@@ -217,6 +224,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Active<T> {
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.clock.touch();
+            crate::metrics::tunnel_bytes(self.reads_up, buf.filled().len() - before);
         }
         r
     }

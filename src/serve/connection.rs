@@ -52,6 +52,7 @@ pub(super) async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    let _open = crate::metrics::Open::new(crate::metrics::CONNECTIONS);
     #[cfg(feature = "tls")]
     if let Some(tls) = &config.tls {
         let mut phase = phase;

@@ -1,6 +1,8 @@
 //! Real servers and clients on loopback for the integration tests.
 #![allow(dead_code)]
 
+pub mod gateway;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
