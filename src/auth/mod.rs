@@ -119,10 +119,14 @@ mod cookie;
 mod id;
 mod nonce;
 #[cfg(feature = "redis")]
+mod redis_revoke;
+#[cfg(feature = "redis")]
 mod redis_store;
 mod resolve;
+mod revoke;
 mod same_origin;
 mod sandbox_hosts;
+mod session_end;
 mod split;
 mod token;
 mod tunnel;
@@ -135,10 +139,17 @@ pub use id::{is_valid_sandbox_id, MAX_SANDBOX_ID_LEN};
 pub use nonce::{MemoryNonceStore, NonceStore, NonceStoreError, RecordFuture};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis_revoke::RedisRevocationStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::RedisNonceStore;
 pub use resolve::{TunnelResolveFuture, TunnelResolver};
+pub use revoke::{
+    MemoryRevocationStore, Revocation, RevocationError, RevocationStore, RevokeFuture,
+};
 pub use same_origin::is_same_origin_request;
 pub use sandbox_hosts::SandboxHosts;
+pub use session_end::{Logout, SessionRedirect};
 pub use split::{SplitByHost, SplitFuture};
 pub use token::{
     ApiClaims, Audience, Claims, IssueError, KeyError, TokenError, TokenSigner, MAX_API_UPSTREAMS,

@@ -218,6 +218,9 @@ pub enum TokenError {
     /// The single-use token was already spent.
     #[error("token has already been used")]
     Replayed,
+    /// The session was revoked ([`RevocationStore`](super::RevocationStore)).
+    #[error("session has been revoked")]
+    Revoked,
 }
 
 /// Signs and verifies tokens with HMAC-SHA256.
