@@ -46,6 +46,8 @@ struct Shared {
     key: Mutex<String>,
     retain: Duration,
     refresh: Mutex<Duration>,
+    /// Wakes the refresh loop when the interval changes.
+    retuned: tokio::sync::Notify,
     view: Mutex<Revoked>,
     changes: watch::Sender<u64>,
 }
@@ -110,6 +112,7 @@ impl RedisRevocationStore {
                 key: Mutex::new("sandbox-gateway:revoked".to_owned()),
                 retain,
                 refresh: Mutex::new(Self::DEFAULT_REFRESH),
+                retuned: tokio::sync::Notify::new(),
                 view: Mutex::new(Revoked::default()),
                 changes: watch::channel(0).0,
             }),
@@ -123,6 +126,7 @@ impl RedisRevocationStore {
     /// the bound within which a revocation holds everywhere.
     pub fn refresh_every(self, every: Duration) -> Self {
         *lock(&self.shared.refresh) = every.max(Duration::from_millis(10));
+        self.shared.retuned.notify_one();
         self
     }
 
@@ -214,11 +218,16 @@ impl Shared {
 
 async fn refresh_loop(shared: Weak<Shared>) {
     loop {
-        let every = match shared.upgrade() {
-            Some(s) => *lock(&s.refresh),
-            None => return,
-        };
-        tokio::time::sleep(every).await;
+        let Some(s) = shared.upgrade() else { return };
+        let every = *lock(&s.refresh);
+        // Holding `s` for one interval only delays noticing the store was dropped by that much.
+        let retuned = s.retuned.notified();
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            // A new interval: refresh now, then keep the new pace.
+            _ = retuned => {}
+        }
+        drop(s);
         let Some(s) = shared.upgrade() else { return };
         if let Err(e) = s.refresh_view().await {
             tracing::warn!(error = %e, "revocations not refreshed from Redis; keeping the last view");
