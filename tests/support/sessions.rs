@@ -65,6 +65,18 @@ pub async fn gateway(
     sandbox: SocketAddr,
     cookie_max_age: Duration,
 ) -> SocketAddr {
+    logged_gateway(store, sandbox, cookie_max_age).await.0
+}
+
+/// What the gateway received: `{path} cookie={Cookie header}` for each request, in order.
+pub type Seen = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// As [`gateway`], also recording the `Cookie` header of every request it receives.
+pub async fn logged_gateway(
+    store: Arc<dyn RevocationStore>,
+    sandbox: SocketAddr,
+    cookie_max_age: Duration,
+) -> (SocketAddr, Seen) {
     let signer = TokenSigner::new(KEY).unwrap();
     let cookie = CookieConfig::builder()
         .max_age(cookie_max_age)
@@ -110,10 +122,25 @@ pub async fn gateway(
         .route_service("/api/dev/{id}/ide", bootstrap)
         .route_service("/__ide/{*rest}", tunnel)
         .with_state(store);
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let app = app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let cookie = req
+                .headers()
+                .get("cookie")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            log.lock()
+                .unwrap()
+                .push(format!("{} cookie={cookie}", req.uri().path()));
+            next.run(req)
+        },
+    ));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    (addr, seen)
 }
 
 async fn revoke(
