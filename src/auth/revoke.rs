@@ -110,6 +110,7 @@ impl Revoked {
     }
 
     /// Adds `other`'s revocations made at or after `cutoff_ms` (later times win).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn merge_from(&mut self, other: &Revoked, cutoff_ms: u64) {
         for (n, &t) in &other.sessions {
             if t >= cutoff_ms {

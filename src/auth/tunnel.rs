@@ -38,8 +38,15 @@ use crate::util::text_response;
 ///   bare `{name}_{id}` only where the cookie is not `Secure`, see [`SecureCookie`](super::SecureCookie))
 ///   and verifies its value with [`Audience::Cookie`] and that id: a cookie for sandbox A never
 ///   opens B, a bare-named cookie planted by a sibling host or a plain-HTTP page is ignored, and a
-///   bootstrap token offered in the tunnel URL is not a credential. Otherwise `403` with a short
-///   text saying to reopen the IDE from the dashboard;
+///   bootstrap token offered in the tunnel URL is not a credential. With a
+///   [`RevocationStore`] ([`revocations`](TunnelAuthLayer::revocations)), a revoked session is
+///   refused too. Otherwise `403` with a short text saying to reopen the IDE from the dashboard —
+///   or, for a page navigation and with [`redirect_navigations`](TunnelAuthLayer::redirect_navigations),
+///   `303` to the host's page;
+/// - answers the [`logout`](TunnelAuthLayer::logout) path itself (revoke, clear the cookie,
+///   `303`), so the sandbox never sees it;
+/// - gives an upgrade request a [`TunnelLifetime`]: the WebSocket the proxy splices is closed at
+///   the session's expiry, and when the store announces a revocation that matches it;
 /// - removes every gateway cookie from the `Cookie` headers (other cookies kept, a header left
 ///   empty removed) and, unless [`keep_authorization`](TunnelAuthLayer::keep_authorization) is
 ///   set, the `Authorization` header, so code in the sandbox never sees gateway credentials;
