@@ -173,3 +173,49 @@ async fn a_removed_signing_key_ends_its_sessions() {
     );
     assert!(removed.verify(&fresh, "demo", Audience::Cookie).is_ok());
 }
+
+/// The Redis store on its own: a revocation is seen by a second store (another replica's) within
+/// its refresh interval; with Redis gone, revoking fails (the host's route answers 503) and both
+/// keep what they last read.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn the_redis_store_shares_revocations_and_keeps_its_view_when_redis_goes() {
+    use sandbox_gateway::auth::{RedisRevocationStore, Revocation, RevocationError};
+    let redis = support::redis::RedisServer::start().await;
+    let refresh = Duration::from_millis(100);
+    let a = RedisRevocationStore::connect(&redis.url, HOUR)
+        .await
+        .unwrap()
+        .refresh_every(refresh);
+    let b = RedisRevocationStore::connect(&redis.url, HOUR)
+        .await
+        .unwrap()
+        .refresh_every(refresh);
+    let signer = TokenSigner::new(KEY).unwrap();
+    let claims = |t: &str| signer.verify(t, "demo", Audience::Cookie).unwrap();
+    let (u1, u2) = (
+        claims(&session("demo", "u1", HOUR)),
+        claims(&session("demo", "u2", HOUR)),
+    );
+    let issued = std::time::SystemTime::now() - Duration::from_secs(1);
+    let mut b_changes = b.changes();
+    a.revoke(Revocation::Subject("u1".into())).await.unwrap();
+    assert!(
+        a.is_revoked(&u1, issued),
+        "at once on the replica that revoked"
+    );
+    support::within(5, b_changes.changed()).await.unwrap();
+    assert!(b.is_revoked(&u1, issued), "the other replica learned it");
+    assert!(!b.is_revoked(&u2, issued));
+    // Issued after the revocation: valid.
+    assert!(!b.is_revoked(&u1, std::time::SystemTime::now() + Duration::from_secs(1)));
+
+    drop(redis);
+    tokio::time::sleep(refresh * 3).await;
+    assert!(matches!(
+        a.revoke(Revocation::Subject("u2".into())).await,
+        Err(RevocationError::Unavailable(_))
+    ));
+    assert!(b.is_revoked(&u1, issued), "the last view is kept");
+    assert!(!a.is_revoked(&u2, issued));
+}
