@@ -101,6 +101,8 @@ pub async fn logged_gateway(
                 .logout(Logout::new(LOGOUT, to).unwrap()),
         )
         .layer(route)
+        // As the examples stack it: the session's tunnel lifetime travels through the rewrite.
+        .layer(sandbox_gateway::rewrite::RewriteLayer::new())
         .service(ReverseProxy::new());
     let bootstrap = Bootstrap::builder(signer.clone())
         .cookie(cookie)
