@@ -24,7 +24,8 @@ use super::token::Claims;
 /// [`is_revoked`](RevocationStore::is_revoked) reads this replica's copy and never waits on
 /// Redis. While Redis is unreachable the copy keeps what it last read (logged at `warn`), and
 /// `revoke` fails with [`RevocationError::Unavailable`]. Replicas must share a clock within the
-/// bound (the times are wall-clock milliseconds, as token expiries are).
+/// bound (the times are wall-clock milliseconds, as token expiries are). Needs Redis 6.2 or later
+/// (`ZADD … GT`, `ZRANGE … BYSCORE`).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
