@@ -146,6 +146,37 @@ async fn logout_clears_the_cookie_and_ends_the_session_and_its_tunnels() {
 }
 
 #[tokio::test]
+async fn removing_a_key_at_run_time_ends_its_sessions_and_their_tunnels() {
+    // The gateway signs with a new key and still verifies the old one (`KEY`, which `session`
+    // signs with).
+    let signer = TokenSigner::new([7u8; 32])
+        .unwrap()
+        .with_previous_key(KEY)
+        .unwrap();
+    let store: Arc<dyn RevocationStore> = Arc::new(MemoryRevocationStore::new(HOUR));
+    let (gw, _) =
+        support::sessions::logged_gateway(store, sandbox().await, HOUR, signer.clone()).await;
+    let old = session("demo", "u1", HOUR);
+    let new = signer
+        .sign_for("demo", Some("u1"), Audience::Cookie, HOUR)
+        .unwrap();
+    let mut on_old = open_ws(gw, "demo", &old).await;
+    let mut on_new = open_ws(gw, "demo", &new).await;
+    assert_eq!(status(gw, "demo", &old).await, 200);
+
+    signer.remove_previous_keys();
+    closed_within(&mut on_old, 5).await.unwrap();
+    assert_eq!(status(gw, "demo", &old).await, 403);
+    assert_eq!(status(gw, "demo", &new).await, 200);
+    still_echoes(&mut on_new).await;
+
+    // Rotating again keeps the sessions of the key just replaced.
+    signer.rotate([8u8; 32]).unwrap();
+    still_echoes(&mut on_new).await;
+    assert_eq!(status(gw, "demo", &new).await, 200);
+}
+
+#[tokio::test]
 async fn a_removed_signing_key_ends_its_sessions() {
     // Rotation: sessions signed with the old key verify while it is a previous key, and are
     // refused once it is removed (replicas restarted without it; their tunnels close with the

@@ -15,8 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fantoccini::Client;
+use sandbox_gateway::auth::TokenSigner;
 use sandbox_gateway::auth::{MemoryRevocationStore, RevocationStore};
-use support::sessions::{logged_gateway, sandbox, Seen};
+use support::sessions::{logged_gateway, sandbox, Seen, KEY};
+
+fn signer() -> TokenSigner {
+    TokenSigner::new(KEY).unwrap()
+}
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -60,7 +65,7 @@ async fn open_ide(browser: &Client, origin: &str) {
 #[ignore = "needs chromium and chromium-driver"]
 async fn logout_clears_the_cookie_and_the_next_navigation_goes_to_the_dashboard() {
     let store: Arc<dyn RevocationStore> = Arc::new(MemoryRevocationStore::new(HOUR));
-    let (gw, seen) = logged_gateway(store, sandbox().await, HOUR).await;
+    let (gw, seen) = logged_gateway(store, sandbox().await, HOUR, signer()).await;
     let origin = format!("http://127.0.0.1:{}", gw.port());
     let _one = BROWSER_LOCK.lock().await;
     let mut driver = chromium::Driver::start().await;
@@ -98,7 +103,8 @@ async fn an_expired_session_navigates_to_the_dashboard() {
     let store: Arc<dyn RevocationStore> = Arc::new(MemoryRevocationStore::new(HOUR));
     // Sessions of 2 s; the browser drops the cookie at its Max-Age, the gateway refuses the token
     // at its expiry: either way the navigation lands on the dashboard.
-    let (gw, _seen) = logged_gateway(store, sandbox().await, Duration::from_secs(2)).await;
+    let (gw, _seen) =
+        logged_gateway(store, sandbox().await, Duration::from_secs(2), signer()).await;
     let origin = format!("http://127.0.0.1:{}", gw.port());
     let _one = BROWSER_LOCK.lock().await;
     let mut driver = chromium::Driver::start().await;

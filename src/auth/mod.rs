@@ -63,11 +63,13 @@
 //!   the `403` and its short text. On a sandbox's own host give an absolute URL on the host's
 //!   origin: a relative one would lead into the tunnel again.
 //! - **Key rotation.** [`TokenSigner::new`] with the new key, the old one as
-//!   [`TokenSigner::with_previous_key`]: new sessions are signed with the new key, the old ones
-//!   verify until the old key is removed. Remove it once the longest session signed with it has
-//!   expired, or earlier to end those sessions: each replica restarted without it refuses them,
-//!   and its restart closes its tunnels (`ReverseProxy::close_tunnels` in the server's
-//!   `on_drained`).
+//!   [`TokenSigner::with_previous_key`] (at start-up), or [`TokenSigner::rotate`] at run time:
+//!   new sessions are signed with the new key, the old ones verify until the old key is removed.
+//!   Remove it once the longest session signed with it has expired, or earlier to end those
+//!   sessions: [`TokenSigner::remove_previous_keys`] at run time (every clone of the signer — the
+//!   bootstrap's, the guard's — sees it, and the open tunnels of those sessions are closed at
+//!   once), or restart each replica without it (the restart closes its tunnels). Each replica
+//!   holds its own keys: rotate and remove on every one.
 //!
 //! Mount the shared-origin tunnel with `route_service("/__ide/{*rest}", …)`: the guard reads the
 //! sandbox id from the full path, which `nest_service` would strip. Send requests whose Host is a
@@ -138,6 +140,8 @@
 //! [`is_same_origin_request`]: crate::auth::is_same_origin_request
 //! [`TokenSigner::with_previous_key`]: crate::auth::TokenSigner::with_previous_key
 //! [`TokenSigner::new`]: crate::auth::TokenSigner::new
+//! [`TokenSigner::rotate`]: crate::auth::TokenSigner::rotate
+//! [`TokenSigner::remove_previous_keys`]: crate::auth::TokenSigner::remove_previous_keys
 //! [`TunnelAuthLayer::logout`]: crate::auth::TunnelAuthLayer::logout
 //! [`TunnelAuthLayer::revocations`]: crate::auth::TunnelAuthLayer::revocations
 //! [`TunnelAuthLayer::redirect_navigations`]: crate::auth::TunnelAuthLayer::redirect_navigations

@@ -307,6 +307,7 @@ impl<S> TunnelAuth<S> {
             .cookie
             .cookie_name(&id, secure, admitted == Admitted::OwnHost);
         let mut verdict: Result<Claims, Option<TokenError>> = Err(None);
+        let mut session_token = String::new();
         for value in cookie_values(req.headers(), &name) {
             let Ok(value) = std::str::from_utf8(value) else {
                 verdict = Err(Some(TokenError::Malformed));
@@ -322,6 +323,7 @@ impl<S> TunnelAuth<S> {
                 }
                 Ok(claims) => {
                     verdict = Ok(claims);
+                    session_token = value.to_owned();
                     break;
                 }
                 Err(e) => {
@@ -373,9 +375,18 @@ impl<S> TunnelAuth<S> {
         };
 
         if req.headers().contains_key(header::UPGRADE) {
-            // The tunnel this upgrade may open ends with the session: at its expiry, or when the
-            // store learns it is revoked.
-            let mut lifetime = TunnelLifetime::until(claims.expires_at());
+            // The tunnel this upgrade may open ends with the session: at its expiry, when the
+            // store learns it is revoked, or when its signing key is removed.
+            // A key removed at run time ends the sessions signed with it.
+            let (signer, sandbox) = (c.signer.clone(), id.clone());
+            let mut lifetime = TunnelLifetime::until(claims.expires_at()).while_valid(
+                c.signer.changes(),
+                move || {
+                    signer
+                        .verify(&session_token, &sandbox, Audience::Cookie)
+                        .is_ok()
+                },
+            );
             if let Some(store) = &c.revocations {
                 let (store, session, issued) =
                     (store.clone(), claims.clone(), issued_at(&claims, &c.cookie));

@@ -37,14 +37,14 @@ type ValidCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 #[derive(Clone)]
 pub struct TunnelLifetime {
     until: Option<SystemTime>,
-    recheck: Option<(watch::Receiver<u64>, ValidCheck)>,
+    recheck: Vec<(watch::Receiver<u64>, ValidCheck)>,
 }
 
 impl std::fmt::Debug for TunnelLifetime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TunnelLifetime")
             .field("until", &self.until)
-            .field("recheck", &self.recheck.is_some())
+            .field("rechecks", &self.recheck.len())
             .finish()
     }
 }
@@ -54,7 +54,7 @@ impl TunnelLifetime {
     pub fn until(deadline: SystemTime) -> Self {
         TunnelLifetime {
             until: Some(deadline),
-            recheck: None,
+            recheck: Vec::new(),
         }
     }
 
@@ -62,18 +62,19 @@ impl TunnelLifetime {
     pub fn unbounded() -> Self {
         TunnelLifetime {
             until: None,
-            recheck: None,
+            recheck: Vec::new(),
         }
     }
 
     /// Also ends the tunnel when `valid` returns `false`, asked each time `changes` announces a
-    /// change (and once when the tunnel starts). A closed `changes` channel asks no more.
+    /// change (and once when the tunnel starts). A closed `changes` channel asks no more. Call
+    /// once per source of changes (a revocation store, a key ring).
     pub fn while_valid(
         mut self,
         changes: watch::Receiver<u64>,
         valid: impl Fn() -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.recheck = Some((changes, Arc::new(valid)));
+        self.recheck.push((changes, Arc::new(valid)));
         self
     }
 
@@ -96,22 +97,26 @@ impl TunnelLifetime {
                 None => std::future::pending().await,
             }
         };
-        let revoked = async {
-            match self.recheck {
-                Some((mut changes, valid)) => {
-                    changes.borrow_and_update();
+        let watches = self.recheck.into_iter().map(|(mut changes, valid)| {
+            Box::pin(async move {
+                changes.borrow_and_update();
+                if !valid() {
+                    return;
+                }
+                while changes.changed().await.is_ok() {
                     if !valid() {
                         return;
                     }
-                    while changes.changed().await.is_ok() {
-                        if !valid() {
-                            return;
-                        }
-                    }
-                    std::future::pending::<()>().await
                 }
-                None => std::future::pending().await,
+                std::future::pending::<()>().await
+            })
+        });
+        let watches: Vec<_> = watches.collect();
+        let revoked = async move {
+            if watches.is_empty() {
+                std::future::pending::<()>().await;
             }
+            futures_util::future::select_all(watches).await;
         };
         tokio::select! {
             _ = deadline => "session expired",

@@ -65,19 +65,23 @@ pub async fn gateway(
     sandbox: SocketAddr,
     cookie_max_age: Duration,
 ) -> SocketAddr {
-    logged_gateway(store, sandbox, cookie_max_age).await.0
+    let signer = TokenSigner::new(KEY).unwrap();
+    logged_gateway(store, sandbox, cookie_max_age, signer)
+        .await
+        .0
 }
 
 /// What the gateway received: `{path} cookie={Cookie header}` for each request, in order.
 pub type Seen = Arc<std::sync::Mutex<Vec<String>>>;
 
-/// As [`gateway`], also recording the `Cookie` header of every request it receives.
+/// As [`gateway`], with `signer` (a clone of which the caller may rotate), also recording the
+/// `Cookie` header of every request it receives.
 pub async fn logged_gateway(
     store: Arc<dyn RevocationStore>,
     sandbox: SocketAddr,
     cookie_max_age: Duration,
+    signer: TokenSigner,
 ) -> (SocketAddr, Seen) {
-    let signer = TokenSigner::new(KEY).unwrap();
     let cookie = CookieConfig::builder()
         .max_age(cookie_max_age)
         .build()
