@@ -9,8 +9,16 @@
 //! (host-only cookie), `/__ide/{id}/` on the shared origin (the mount stripped, as code-server
 //! needs). The tunnel proxies HTTP and WebSocket to that sandbox — Host preserved for
 //! code-server, Origin passed only when the browser sent one, each upgrade bound to its own
-//! request's target. Nonces live in Redis when `REDIS_URL` is set (build with
-//! `--features redis`), in memory otherwise.
+//! request's target. Nonces and revocations live in Redis when `REDIS_URL` is set (build with
+//! `--features redis`; a revocation on one replica holds on all within a second), in memory
+//! otherwise.
+//!
+//! Sessions end: `/.gateway/logout` inside a tunnel (`/__ide/{id}/.gateway/logout`, or
+//! `/.gateway/logout` on the sandbox's host) clears the cookie and revokes the session;
+//! `POST /api/dev/{id}/revoke` (the same bearer) ends every session of a sandbox and closes its
+//! open WebSockets; a tunnel's WebSockets close when its session expires. A page navigation without
+//! a valid session lands on `/api/dev/{id}/ide-ended`, which says how to get a new link; scripts
+//! and WebSockets get a `403`.
 //!
 //! Run: `cargo run --example ide -- --sandbox demo=localhost:8081`, with e.g.
 //! `code-server --auth none --bind-addr localhost:8081` as the sandbox.
@@ -29,11 +37,12 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::http::{header, request::Parts, StatusCode};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use sandbox_gateway::auth::{
-    bootstrap_url, is_same_origin_request, Bootstrap, CookieConfig, MemoryNonceStore, NonceStore,
-    SandboxHosts, TokenSigner, TunnelAuthLayer, TunnelResolver,
+    bootstrap_url, is_same_origin_request, Bootstrap, CookieConfig, Logout, MemoryNonceStore,
+    MemoryRevocationStore, NonceStore, Revocation, RevocationStore, SandboxHosts, SessionRedirect,
+    TokenSigner, TunnelAuthLayer, TunnelResolver,
 };
 use sandbox_gateway::proxy::ReverseProxy;
 use sandbox_gateway::rewrite::RewriteLayer;
@@ -44,7 +53,7 @@ use tower::ServiceBuilder;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The gateway's router: token route, bootstrap and tunnel for the sandboxes in `sandboxes`,
-/// each also served on its own host of `hosts`.
+/// each also served on its own host of `hosts`; revocations kept in memory.
 pub fn app(
     signer: TokenSigner,
     sandboxes: HashMap<String, Upstream>,
@@ -52,10 +61,61 @@ pub fn app(
     host_secret: String,
     hosts: SandboxHosts,
 ) -> Result<Router, Error> {
+    let revocations = Arc::new(MemoryRevocationStore::new(
+        CookieConfig::default().max_age(),
+    ));
+    app_with_revocations(signer, sandboxes, nonces, revocations, host_secret, hosts)
+}
+
+/// Where a page navigation without a valid session lands, on either origin (outside the tunnel,
+/// so never into it again).
+const ENDED: &str = "/api/dev/{id}/ide-ended";
+/// The logout path inside every tunnel.
+const LOGOUT: &str = "/.gateway/logout";
+
+/// As [`app`], with the revocation store shared by the replicas.
+pub fn app_with_revocations(
+    signer: TokenSigner,
+    sandboxes: HashMap<String, Upstream>,
+    nonces: Arc<dyn NonceStore>,
+    revocations: Arc<dyn RevocationStore>,
+    host_secret: String,
+    hosts: SandboxHosts,
+) -> Result<Router, Error> {
     let sandboxes = Arc::new(sandboxes);
     let cookie = CookieConfig::builder()
         .sandbox_hosts(hosts.clone())
         .build()?;
+    let revoker = revocations.clone();
+    let revoke_secret = host_secret.clone();
+    // Stands for the host's "delete sandbox" or "remove member": every session of the sandbox
+    // ends, on every replica, its open WebSockets included.
+    let revoke = move |Path(id): Path<String>, parts: Parts| async move {
+        if !is_same_origin_request(&parts) {
+            return Err((StatusCode::FORBIDDEN, "Cross-origin request refused."));
+        }
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if bearer != Some(format!("Bearer {revoke_secret}").as_str()) {
+            return Err((StatusCode::UNAUTHORIZED, "Log in first."));
+        }
+        revoker
+            .revoke(Revocation::Sandbox(id))
+            .await
+            .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "Cannot revoke right now."))?;
+        Ok("Every session of this sandbox has ended.\n")
+    };
+    let ended = |Path(id): Path<String>| async move {
+        (
+            [(header::CACHE_CONTROL, "no-store")],
+            format!(
+                "Your IDE session for {id} has ended. Get a new link from the dashboard \
+                 (POST /api/dev/{id}/ide-token).\n"
+            ),
+        )
+    };
     let issuer = signer.clone();
     let known = sandboxes.clone();
     let links = hosts.clone();
@@ -102,7 +162,13 @@ pub fn app(
         }
     });
     let tunnel = ServiceBuilder::new()
-        .layer(TunnelAuthLayer::new(signer).cookie(cookie))
+        .layer(
+            TunnelAuthLayer::new(signer)
+                .cookie(cookie)
+                .shared_revocations(revocations)
+                .redirect_navigations(SessionRedirect::new(ENDED)?)
+                .logout(Logout::new(LOGOUT, SessionRedirect::new(ENDED)?)?),
+        )
         .layer(RouteLayer::new(resolve))
         // The sandbox's cookies namespaced under its route, the host's kept from it, its answers
         // kept from changing anything outside it.
@@ -111,10 +177,13 @@ pub fn app(
     // The host's origin: token route, bootstrap, and the shared-origin tunnel.
     let host_side = Router::new()
         .route("/api/dev/{id}/ide-token", post(issue))
+        .route("/api/dev/{id}/revoke", post(revoke))
+        .route("/api/dev/{id}/ide-ended", get(ended))
         .route_service("/api/dev/{id}/ide", bootstrap.clone())
         .route_service("/__ide/{*rest}", tunnel.clone());
     // A sandbox's own host: its bootstrap, and every other path to the sandbox.
     let sandbox_side = Router::new()
+        .route("/api/dev/{id}/ide-ended", get(ended))
         .route_service("/api/dev/{id}/ide", bootstrap)
         .fallback_service(tunnel);
     Ok(Router::new().fallback_service(hosts.split(sandbox_side, host_side)))
@@ -136,6 +205,21 @@ async fn nonce_store() -> Result<Arc<dyn NonceStore>, Error> {
         #[cfg(not(feature = "redis"))]
         Ok(_) => Err("REDIS_URL is set: build with `--features redis`".into()),
         Err(_) => Ok(Arc::new(MemoryNonceStore::new(100_000))),
+    }
+}
+
+/// Revocations in Redis when `REDIS_URL` is set (read by every replica each second), in memory
+/// otherwise; kept as long as a session lives.
+async fn revocation_store() -> Result<Arc<dyn RevocationStore>, Error> {
+    let lifetime = CookieConfig::default().max_age();
+    match std::env::var("REDIS_URL") {
+        #[cfg(feature = "redis")]
+        Ok(url) => Ok(Arc::new(
+            sandbox_gateway::auth::RedisRevocationStore::connect(&url, lifetime).await?,
+        )),
+        #[cfg(not(feature = "redis"))]
+        Ok(_) => Err("REDIS_URL is set: build with `--features redis`".into()),
+        Err(_) => Ok(Arc::new(MemoryRevocationStore::new(lifetime))),
     }
 }
 
@@ -178,10 +262,11 @@ async fn main() -> Result<(), Error> {
     let addr = listener.local_addr()?;
     let ide_host = ide_host.unwrap_or_else(|| format!("{{id}}.ide.localhost:{}", addr.port()));
     let hosts = SandboxHosts::new(&ide_host)?.https(scheme == "https");
-    let app = app(
+    let app = app_with_revocations(
         signer()?,
         sandboxes,
         nonce_store().await?,
+        revocation_store().await?,
         secret.clone(),
         hosts.clone(),
     )?;
@@ -194,6 +279,10 @@ async fn main() -> Result<(), Error> {
     );
     println!(
         "  curl -X POST -H 'Authorization: Bearer {secret}' {scheme}://{addr}/api/dev/demo/ide-token"
+    );
+    println!("log out inside the IDE at /.gateway/logout; end every session of sandbox demo with:");
+    println!(
+        "  curl -X POST -H 'Authorization: Bearer {secret}' {scheme}://{addr}/api/dev/demo/revoke"
     );
     server
         .build()?

@@ -94,7 +94,7 @@
 //! - `doctor`: the `doctor` module (implies `tls`): `Probe` checks a live deployment for the ways
 //!   browsers fail in front of a gateway.
 //! - `redis`: a Redis `NonceStore` (implies `auth`), so a token spent on one replica is
-//!   spent on all; with `forward`, `RedisQuotaStore`, so replicas share each caller's quota.
+//!   spent on all, and a Redis `RevocationStore`, so an IDE session revoked on one ends on all; with `forward`, `RedisQuotaStore`, so replicas share each caller's quota.
 //! - `metrics`: counters, gauges and histograms through the `metrics` facade (requests, connect
 //!   failures and latency, open connections and tunnels, tunnel bytes, token checks, refusals);
 //!   README's "Operating" section lists them.

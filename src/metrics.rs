@@ -126,6 +126,7 @@ pub(crate) fn token(kind: &'static str, outcome: Result<(), Option<crate::auth::
             Err(None) => "missing",
             Err(Some(E::Expired)) => "expired",
             Err(Some(E::Replayed)) => "replayed",
+            Err(Some(E::Revoked)) => "revoked",
             Err(Some(E::BadSignature)) => "bad_signature",
             Err(Some(E::WrongSandbox)) => "wrong_sandbox",
             Err(Some(E::WrongAudience)) => "wrong_audience",

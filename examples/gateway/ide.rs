@@ -1,5 +1,8 @@
 //! The browser-IDE flow for sandbox `demo`: token route → bootstrap (cookie + 303) → tunnel, on
 //! the sandbox's own host `demo.ide.localhost:{port}` and on the shared origin under `/__ide/demo/`.
+//! `/.gateway/logout` inside the tunnel ends the session; a page navigation without a valid
+//! session (none, expired, logged out) goes back to the host's `/ide` page; WebSockets close when
+//! their session expires or is revoked.
 
 use std::time::Duration;
 
@@ -9,8 +12,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use sandbox_gateway::auth::{
-    bootstrap_url, is_same_origin_request, Bootstrap, CookieConfig, SandboxHosts, TokenSigner,
-    TunnelAuthLayer, TunnelResolver,
+    bootstrap_url, is_same_origin_request, Bootstrap, CookieConfig, Logout, MemoryRevocationStore,
+    SandboxHosts, SessionRedirect, TokenSigner, TunnelAuthLayer, TunnelResolver,
 };
 use sandbox_gateway::proxy::ReverseProxy;
 use sandbox_gateway::rewrite::RewriteLayer;
@@ -36,7 +39,8 @@ pub struct IdeRoutes {
 }
 
 /// Routes for the IDE flow to the demo sandbox (HTTP, SSE and WebSocket), on its own host of
-/// `hosts` and on the shared origin.
+/// `hosts` and on the shared origin. Ended sessions are sent to `dashboard` (an absolute URL on
+/// the host's origin: on a sandbox's own host a relative one would lead into the tunnel again).
 ///
 /// The token route stands for the host's own authenticated API: a real host checks its session
 /// (or `Authorization: Bearer`) and that the user owns the sandbox before issuing a token. It
@@ -47,10 +51,13 @@ pub fn routes(
     sandbox: Upstream,
     proxy: ReverseProxy,
     hosts: SandboxHosts,
+    dashboard: SessionRedirect,
 ) -> Result<IdeRoutes, Box<dyn std::error::Error>> {
     let cookie = CookieConfig::builder()
         .sandbox_hosts(hosts.clone())
         .build()?;
+    // One process: revocations (logout) in memory, kept as long as a session lives.
+    let revocations = MemoryRevocationStore::new(cookie.max_age());
     let issuer = signer.clone();
     let api = Router::new().route(
         "/dev/demo/ide-token",
@@ -81,7 +88,13 @@ pub fn routes(
     // request reaches the sandbox. One sandbox in this demo; a platform looks the id up in its
     // orchestrator in the resolver's lookup.
     let tunnel = ServiceBuilder::new()
-        .layer(TunnelAuthLayer::new(signer).cookie(cookie))
+        .layer(
+            TunnelAuthLayer::new(signer)
+                .cookie(cookie)
+                .revocations(revocations)
+                .redirect_navigations(dashboard.clone())
+                .logout(Logout::new("/.gateway/logout", dashboard)?),
+        )
         .layer(RouteLayer::new(TunnelResolver::new(move |id: String| {
             let sandbox = sandbox.clone();
             async move {

@@ -41,7 +41,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
-use sandbox_gateway::auth::SandboxHosts;
+use sandbox_gateway::auth::{SandboxHosts, SessionRedirect};
 use sandbox_gateway::host::HostAllowlistLayer;
 use sandbox_gateway::isolation::IsolationLayer;
 use sandbox_gateway::proxy::ReverseProxy;
@@ -270,7 +270,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // shared origin under `/__ide/demo/`.
     let ide_hosts =
         SandboxHosts::new(&format!("{{id}}.ide.localhost:{}", gw.port()))?.https(scheme == "https");
-    let ide = ide::routes(ide::signer()?, sandbox, proxy.clone(), ide_hosts.clone())?;
+    // An ended IDE session (logged out, expired) leads back to the host's `/ide` page.
+    let ide_dashboard = SessionRedirect::new(format!("{scheme}://{gw}/ide"))?;
+    let ide = ide::routes(
+        ide::signer()?,
+        sandbox,
+        proxy.clone(),
+        ide_hosts.clone(),
+        ide_dashboard,
+    )?;
 
     // `/api/proxy/demo-llm/…` → the embedded HTTPS, h2-only demo API; the key stays here and is
     // spent only for holders of a token from `POST /api/llm-token`.
@@ -323,7 +331,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         gw.port()
     );
     println!(
-        "the IDE of sandbox demo on its own origin: http://demo.ide.localhost:{}/ (open it from /ide)",
+        "the IDE of sandbox demo on its own origin: http://demo.ide.localhost:{}/ (open it from /ide; log out at /.gateway/logout)",
         gw.port()
     );
     println!(

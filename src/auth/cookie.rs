@@ -59,6 +59,15 @@ pub enum ConfigError {
     /// The per-sandbox host pattern is malformed or does not capture exactly `{id}`.
     #[error("invalid sandbox hosts: {0}")]
     SandboxHosts(String),
+    /// A session redirect must be a path starting with `/` (not `//`) or an absolute `http(s)://`
+    /// URL, in visible ASCII.
+    #[error(
+        "invalid session redirect {0:?}: expected /a/path or https://host/path in visible ASCII"
+    )]
+    Redirect(String),
+    /// A logout path must start with `/` and hold only unreserved characters and `/`.
+    #[error("invalid logout path {0:?}: expected a path like /.gateway/logout")]
+    LogoutPath(String),
 }
 
 /// How the tunnel cookie is named, scoped and flagged. Shared by [`Bootstrap`](super::Bootstrap)
@@ -331,6 +340,23 @@ impl CookieConfig {
         secure: bool,
         own_host: bool,
     ) -> HeaderValue {
+        self.cookie_line(id, value, self.max_age.as_secs(), secure, own_host)
+    }
+
+    /// The `Set-Cookie` value that removes the cookie [`set_cookie`](Self::set_cookie) set: the
+    /// same name, `Path` and attributes, an empty value and `Max-Age=0`.
+    pub(crate) fn clear_cookie(&self, id: &str, secure: bool, own_host: bool) -> HeaderValue {
+        self.cookie_line(id, "", 0, secure, own_host)
+    }
+
+    fn cookie_line(
+        &self,
+        id: &str,
+        value: &str,
+        max_age_secs: u64,
+        secure: bool,
+        own_host: bool,
+    ) -> HeaderValue {
         let path = if own_host {
             "/".to_owned()
         } else {
@@ -341,7 +367,7 @@ impl CookieConfig {
             self.cookie_name(id, secure, own_host),
             value,
             path,
-            self.max_age.as_secs()
+            max_age_secs
         );
         if secure {
             s.push_str("; Secure");

@@ -38,6 +38,39 @@
 //! gateway replicas, share the signing key and a [`NonceStore`] (`RedisNonceStore` with the
 //! `redis` feature) so a link spent on one replica is spent on all.
 //!
+//! # When sessions end
+//!
+//! A session cookie lives for the cookie's `Max-Age` (12 hours by default); it can end sooner:
+//!
+//! - **Logout.** [`TunnelAuthLayer::logout`] answers a [`Logout`] path inside every tunnel
+//!   (`/__ide/{id}/.gateway/logout`, or `/.gateway/logout` on the sandbox's own host, where the
+//!   cookie is sent on both origin styles): the session is revoked, the cookie cleared with the
+//!   exact name, `Path` and attributes the bootstrap set, and the browser sent to a
+//!   [`SessionRedirect`] with `303`.
+//! - **Revocation.** [`TunnelAuthLayer::revocations`] checks every request and upgrade against a
+//!   [`RevocationStore`]: by session (the cookie token's nonce), by subject (the user) or by
+//!   sandbox; a subject or sandbox revocation ends the sessions issued up to then.
+//!   [`MemoryRevocationStore`] suits one process; `RedisRevocationStore` (feature `redis`) shares
+//!   revocations between replicas: one made on any replica holds on all within its refresh
+//!   interval (1 s by default).
+//! - **Open tunnels end with their session.** For every upgrade it admits, the guard hands the
+//!   proxy a [`TunnelLifetime`](crate::proxy::TunnelLifetime): the WebSocket is closed at the
+//!   session's expiry, and as soon as the store announces a revocation that matches it (on every
+//!   replica, within the same bound).
+//! - **Back to the dashboard.** With [`TunnelAuthLayer::redirect_navigations`], a page navigation
+//!   without a valid session (none, expired, revoked) is sent to the host's page (say, the
+//!   dashboard's "open IDE" page) instead of the `403`; scripts, subresources and WebSockets keep
+//!   the `403` and its short text. On a sandbox's own host give an absolute URL on the host's
+//!   origin: a relative one would lead into the tunnel again.
+//! - **Key rotation.** [`TokenSigner::new`] with the new key, the old one as
+//!   [`TokenSigner::with_previous_key`] (at start-up), or [`TokenSigner::rotate`] at run time:
+//!   new sessions are signed with the new key, the old ones verify until the old key is removed.
+//!   Remove it once the longest session signed with it has expired, or earlier to end those
+//!   sessions: [`TokenSigner::remove_previous_keys`] at run time (every clone of the signer — the
+//!   bootstrap's, the guard's — sees it, and the open tunnels of those sessions are closed at
+//!   once), or restart each replica without it (the restart closes its tunnels). Each replica
+//!   holds its own keys: rotate and remove on every one.
+//!
 //! Mount the shared-origin tunnel with `route_service("/__ide/{*rest}", …)`: the guard reads the
 //! sandbox id from the full path, which `nest_service` would strip. Send requests whose Host is a
 //! sandbox's to a router holding only the bootstrap and the tunnel (as its fallback) with
@@ -106,6 +139,16 @@
 //! [`SecureCookie::Auto`]: crate::auth::SecureCookie::Auto
 //! [`is_same_origin_request`]: crate::auth::is_same_origin_request
 //! [`TokenSigner::with_previous_key`]: crate::auth::TokenSigner::with_previous_key
+//! [`TokenSigner::new`]: crate::auth::TokenSigner::new
+//! [`TokenSigner::rotate`]: crate::auth::TokenSigner::rotate
+//! [`TokenSigner::remove_previous_keys`]: crate::auth::TokenSigner::remove_previous_keys
+//! [`TunnelAuthLayer::logout`]: crate::auth::TunnelAuthLayer::logout
+//! [`TunnelAuthLayer::revocations`]: crate::auth::TunnelAuthLayer::revocations
+//! [`TunnelAuthLayer::redirect_navigations`]: crate::auth::TunnelAuthLayer::redirect_navigations
+//! [`Logout`]: crate::auth::Logout
+//! [`SessionRedirect`]: crate::auth::SessionRedirect
+//! [`RevocationStore`]: crate::auth::RevocationStore
+//! [`MemoryRevocationStore`]: crate::auth::MemoryRevocationStore
 //! [`bootstrap_url`]: crate::auth::bootstrap_url
 //! [`Bootstrap`]: crate::auth::Bootstrap
 //! [`NonceStore`]: crate::auth::NonceStore
@@ -119,10 +162,14 @@ mod cookie;
 mod id;
 mod nonce;
 #[cfg(feature = "redis")]
+mod redis_revoke;
+#[cfg(feature = "redis")]
 mod redis_store;
 mod resolve;
+mod revoke;
 mod same_origin;
 mod sandbox_hosts;
+mod session_end;
 mod split;
 mod token;
 mod tunnel;
@@ -135,10 +182,17 @@ pub use id::{is_valid_sandbox_id, MAX_SANDBOX_ID_LEN};
 pub use nonce::{MemoryNonceStore, NonceStore, NonceStoreError, RecordFuture};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis_revoke::RedisRevocationStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::RedisNonceStore;
 pub use resolve::{TunnelResolveFuture, TunnelResolver};
+pub use revoke::{
+    MemoryRevocationStore, Revocation, RevocationError, RevocationStore, RevokeFuture,
+};
 pub use same_origin::is_same_origin_request;
 pub use sandbox_hosts::SandboxHosts;
+pub use session_end::{Logout, SessionRedirect};
 pub use split::{SplitByHost, SplitFuture};
 pub use token::{
     ApiClaims, Audience, Claims, IssueError, KeyError, TokenError, TokenSigner, MAX_API_UPSTREAMS,

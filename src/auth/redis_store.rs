@@ -28,9 +28,42 @@ use super::nonce::{NonceStore, NonceStoreError, RecordFuture};
 /// # Ok(()) }
 /// ```
 pub struct RedisNonceStore {
-    client: redis::Client,
+    conn: RedisConn,
     prefix: String,
+}
+
+/// One multiplexed connection to Redis, opened again on the next call after it was lost.
+pub(crate) struct RedisConn {
+    client: redis::Client,
     conn: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl RedisConn {
+    /// Connects once now, so a bad address is reported at start-up.
+    pub(crate) async fn open(client: redis::Client) -> Result<Self, redis::RedisError> {
+        let conn = client.get_multiplexed_async_connection().await?;
+        Ok(Self {
+            client,
+            conn: Mutex::new(Some(conn)),
+        })
+    }
+
+    pub(crate) async fn get(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(conn) = guard.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = self.client.get_multiplexed_async_connection().await?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets the connection after an error that lost it.
+    pub(crate) async fn failed(&self, e: &redis::RedisError) {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+            *self.conn.lock().await = None;
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisNonceStore {
@@ -55,14 +88,9 @@ impl RedisNonceStore {
 
     /// Uses an existing client, connecting once now so a bad address is reported at start-up.
     pub async fn from_client(client: redis::Client) -> Result<Self, NonceStoreError> {
-        let conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(unavailable)?;
         Ok(Self {
-            client,
+            conn: RedisConn::open(client).await.map_err(unavailable)?,
             prefix: "sandbox-gateway:nonce:".to_owned(),
-            conn: Mutex::new(Some(conn)),
         })
     }
 
@@ -70,20 +98,6 @@ impl RedisNonceStore {
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
-    }
-
-    async fn connection(&self) -> Result<MultiplexedConnection, NonceStoreError> {
-        let mut guard = self.conn.lock().await;
-        if let Some(conn) = guard.as_ref() {
-            return Ok(conn.clone());
-        }
-        let conn = self
-            .client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(unavailable)?;
-        *guard = Some(conn.clone());
-        Ok(conn)
     }
 
     async fn record_inner(
@@ -97,7 +111,7 @@ impl RedisNonceStore {
             Err(_) => return Ok(true),
         };
         let key = format!("{}{}", self.prefix, URL_SAFE_NO_PAD.encode(nonce));
-        let mut conn = self.connection().await?;
+        let mut conn = self.conn.get().await.map_err(unavailable)?;
         let answer: Result<Option<String>, _> = redis::cmd("SET")
             .arg(&key)
             .arg(1)
@@ -109,9 +123,7 @@ impl RedisNonceStore {
         match answer {
             Ok(ok) => Ok(ok.is_some()),
             Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-                    *self.conn.lock().await = None;
-                }
+                self.conn.failed(&e).await;
                 Err(unavailable(e))
             }
         }

@@ -218,6 +218,9 @@ pub enum TokenError {
     /// The single-use token was already spent.
     #[error("token has already been used")]
     Replayed,
+    /// The session was revoked ([`RevocationStore`](super::RevocationStore)).
+    #[error("session has been revoked")]
+    Revoked,
 }
 
 /// Signs and verifies tokens with HMAC-SHA256.
@@ -229,7 +232,8 @@ pub enum TokenError {
 /// Tokens are signed with the current key and verified against the current key and any previous
 /// keys, so keys can be rotated without cutting open sessions: deploy the new key with the old
 /// one as previous, and drop the old one once the longest-lived token signed with it has expired.
-/// Every key must be at least [`MIN_KEY_LEN`] bytes; use random bytes, not a password.
+/// At run time, [`rotate`](Self::rotate) and [`remove_previous_keys`](Self::remove_previous_keys)
+/// change the keys of this signer and of every clone of it. Every key must be at least [`MIN_KEY_LEN`] bytes; use random bytes, not a password.
 ///
 /// Tags are compared in constant time. The signer never logs, and its `Debug` output never shows
 /// the keys.
@@ -247,7 +251,27 @@ pub enum TokenError {
 /// ```
 #[derive(Clone)]
 pub struct TokenSigner {
-    keys: Arc<Keys>,
+    keys: Arc<KeyRing>,
+}
+
+/// The keys, replaceable at run time by every clone of one signer, and a counter of changes.
+struct KeyRing {
+    keys: std::sync::RwLock<Keys>,
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl KeyRing {
+    fn new(keys: Keys) -> Arc<Self> {
+        Arc::new(KeyRing {
+            keys: std::sync::RwLock::new(keys),
+            changes: tokio::sync::watch::channel(0).0,
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
+        // Every write replaces the whole set in one step: consistent after a panic elsewhere.
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[derive(Clone)]
@@ -260,7 +284,7 @@ impl fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSigner")
             .field("keys", &"<redacted>")
-            .field("previous_keys", &self.keys.previous.len())
+            .field("previous_keys", &self.keys.read().previous.len())
             .finish()
     }
 }
@@ -293,7 +317,7 @@ impl TokenSigner {
     /// Fails with [`KeyError::TooShort`] when the key is shorter than [`MIN_KEY_LEN`] bytes.
     pub fn new(key: impl AsRef<[u8]>) -> Result<Self, KeyError> {
         Ok(Self {
-            keys: Arc::new(Keys {
+            keys: KeyRing::new(Keys {
                 current: keyed(key.as_ref())?,
                 previous: Vec::new(),
             }),
@@ -317,11 +341,44 @@ impl TokenSigner {
     /// current key. Call once per retired key that may still have live tokens.
     pub fn with_previous_key(self, key: impl AsRef<[u8]>) -> Result<Self, KeyError> {
         let mac = keyed(key.as_ref())?;
-        let mut keys = Arc::unwrap_or_clone(self.keys);
+        // A new signer: clones of `self` keep their keys.
+        let mut keys = self.keys.read().clone();
         keys.previous.push(mac);
         Ok(Self {
-            keys: Arc::new(keys),
+            keys: KeyRing::new(keys),
         })
+    }
+
+    /// At run time, for this signer and every clone of it (the bootstrap's, the tunnel guard's):
+    /// signs with `key` from now on and keeps the current key as a previous one.
+    pub fn rotate(&self, key: impl AsRef<[u8]>) -> Result<(), KeyError> {
+        let mac = keyed(key.as_ref())?;
+        {
+            let mut keys = self.keys.keys.write().unwrap_or_else(|e| e.into_inner());
+            let old = std::mem::replace(&mut keys.current, mac);
+            keys.previous.insert(0, old);
+        }
+        self.keys.changes.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// At run time, for this signer and every clone of it: removes every previous key. Tokens
+    /// signed with them no longer verify, and tunnels whose session was signed with one are
+    /// closed ([`TunnelAuth`](super::TunnelAuth) re-checks them on [`changes`](Self::changes)).
+    pub fn remove_previous_keys(&self) {
+        self.keys
+            .keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .previous
+            .clear();
+        self.keys.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A counter bumped by each [`rotate`](Self::rotate) and
+    /// [`remove_previous_keys`](Self::remove_previous_keys).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.keys.changes.subscribe()
     }
 
     /// Issues a single-use bootstrap token for sandbox `id`, valid for `ttl`.
@@ -502,7 +559,7 @@ impl TokenSigner {
             buf.extend_from_slice(subject.as_bytes());
         }
         buf.extend_from_slice(tail);
-        let mut mac = self.keys.current.clone();
+        let mut mac = self.keys.read().current.clone();
         mac.update(&buf);
         buf.extend_from_slice(&mac.finalize().into_bytes());
         Ok(URL_SAFE_NO_PAD.encode(&buf))
@@ -553,7 +610,8 @@ impl TokenSigner {
         let (payload, tag) = bytes.split_at(bytes.len() - TAG_LEN);
 
         let mut valid = false;
-        for key in std::iter::once(&self.keys.current).chain(&self.keys.previous) {
+        let keys = self.keys.read();
+        for key in std::iter::once(&keys.current).chain(&keys.previous) {
             let mut mac = key.clone();
             mac.update(payload);
             // No early exit: every key is tried whichever matches.
@@ -873,7 +931,7 @@ mod tests {
         // Payloads with a valid tag but a bad layout (as a holder of the key could make).
         let s = signer();
         let sign_raw = |payload: &[u8]| {
-            let mut mac = s.keys.current.clone();
+            let mut mac = s.keys.read().current.clone();
             mac.update(payload);
             let mut b = payload.to_vec();
             b.extend_from_slice(&mac.finalize().into_bytes());
@@ -1094,7 +1152,7 @@ mod tests {
     fn signed_but_malformed_api_payloads_are_malformed() {
         let s = signer();
         let sign_raw = |payload: &[u8]| {
-            let mut mac = s.keys.current.clone();
+            let mut mac = s.keys.read().current.clone();
             mac.update(payload);
             let mut b = payload.to_vec();
             b.extend_from_slice(&mac.finalize().into_bytes());
@@ -1147,5 +1205,42 @@ mod tests {
             b.verify(&token, "demo", Audience::Bootstrap).unwrap_err(),
             TokenError::BadSignature
         );
+    }
+
+    #[test]
+    fn keys_rotate_and_retire_at_run_time_for_every_clone() {
+        let signer = TokenSigner::new([1u8; 32]).unwrap();
+        let guard = signer.clone();
+        let mut changes = guard.changes();
+        let old = signer
+            .sign("demo", Audience::Cookie, Duration::from_secs(60))
+            .unwrap();
+        signer.rotate([2u8; 32]).unwrap();
+        assert!(changes.has_changed().unwrap());
+        changes.borrow_and_update();
+        let new = signer
+            .sign("demo", Audience::Cookie, Duration::from_secs(60))
+            .unwrap();
+        // The clone signs with the new key and still verifies the old one.
+        assert!(guard.verify(&old, "demo", Audience::Cookie).is_ok());
+        assert!(TokenSigner::new([2u8; 32])
+            .unwrap()
+            .verify(&new, "demo", Audience::Cookie)
+            .is_ok());
+        guard.remove_previous_keys();
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(
+            signer.verify(&old, "demo", Audience::Cookie),
+            Err(TokenError::BadSignature)
+        );
+        assert!(signer.verify(&new, "demo", Audience::Cookie).is_ok());
+        // A signer built from it with `with_previous_key` is a new one: its own keys.
+        let other = signer.clone().with_previous_key([1u8; 32]).unwrap();
+        assert!(other.verify(&old, "demo", Audience::Cookie).is_ok());
+        assert!(signer.verify(&old, "demo", Audience::Cookie).is_err());
+        assert!(matches!(
+            signer.rotate([0u8; 3]),
+            Err(KeyError::TooShort { .. })
+        ));
     }
 }

@@ -15,7 +15,10 @@ use tower_service::Service;
 
 use super::cookie::{cookie_values, strip_cookies, CookieConfig};
 use super::id::is_valid_sandbox_id;
+use super::revoke::{Revocation, RevocationStore};
+use super::session_end::{is_navigation, see_other, Logout, SessionRedirect};
 use super::token::{Audience, Claims, TokenError, TokenSigner};
+use crate::proxy::TunnelLifetime;
 use crate::util::text_response;
 
 /// Guards the live tunnel, `/__ide/{id}/…` on the shared origin or a whole sandbox host such as
@@ -35,8 +38,15 @@ use crate::util::text_response;
 ///   bare `{name}_{id}` only where the cookie is not `Secure`, see [`SecureCookie`](super::SecureCookie))
 ///   and verifies its value with [`Audience::Cookie`] and that id: a cookie for sandbox A never
 ///   opens B, a bare-named cookie planted by a sibling host or a plain-HTTP page is ignored, and a
-///   bootstrap token offered in the tunnel URL is not a credential. Otherwise `403` with a short
-///   text saying to reopen the IDE from the dashboard;
+///   bootstrap token offered in the tunnel URL is not a credential. With a
+///   [`RevocationStore`] ([`revocations`](TunnelAuthLayer::revocations)), a revoked session is
+///   refused too. Otherwise `403` with a short text saying to reopen the IDE from the dashboard —
+///   or, for a page navigation and with [`redirect_navigations`](TunnelAuthLayer::redirect_navigations),
+///   `303` to the host's page;
+/// - answers the [`logout`](TunnelAuthLayer::logout) path itself (revoke, clear the cookie,
+///   `303`), so the sandbox never sees it;
+/// - gives an upgrade request a [`TunnelLifetime`]: the WebSocket the proxy splices is closed at
+///   the session's expiry, and when the store announces a revocation that matches it;
 /// - removes every gateway cookie from the `Cookie` headers (other cookies kept, a header left
 ///   empty removed) and, unless [`keep_authorization`](TunnelAuthLayer::keep_authorization) is
 ///   set, the `Authorization` header, so code in the sandbox never sees gateway credentials;
@@ -70,10 +80,14 @@ pub struct TunnelAuthLayer {
     config: Arc<Config>,
 }
 
+#[derive(Clone)]
 struct Config {
     signer: TokenSigner,
     cookie: CookieConfig,
     strip_authorization: bool,
+    revocations: Option<Arc<dyn RevocationStore>>,
+    redirect: Option<SessionRedirect>,
+    logout: Option<Logout>,
 }
 
 impl fmt::Debug for TunnelAuthLayer {
@@ -82,6 +96,9 @@ impl fmt::Debug for TunnelAuthLayer {
             .field("signer", &self.config.signer)
             .field("cookie", &self.config.cookie)
             .field("strip_authorization", &self.config.strip_authorization)
+            .field("revocations", &self.config.revocations.is_some())
+            .field("redirect", &self.config.redirect)
+            .field("logout", &self.config.logout)
             .finish()
     }
 }
@@ -95,6 +112,9 @@ impl TunnelAuthLayer {
                 signer,
                 cookie: CookieConfig::default(),
                 strip_authorization: true,
+                revocations: None,
+                redirect: None,
+                logout: None,
             }),
         }
     }
@@ -111,12 +131,36 @@ impl TunnelAuthLayer {
         self.map(|c| c.strip_authorization = !keep)
     }
 
+    /// Checks every session against `store` on each request and upgrade: a revoked session is
+    /// refused like an invalid one, and an open tunnel (WebSocket) whose session the store later
+    /// finds revoked is closed as soon as the store announces the change (for a shared store,
+    /// within its stated bound). Without a store, sessions end only at their expiry.
+    pub fn revocations(self, store: impl RevocationStore) -> Self {
+        self.shared_revocations(Arc::new(store))
+    }
+
+    /// As [`revocations`](Self::revocations), with a store shared with other services (the
+    /// host's own "remove user" or "delete sandbox" routes revoke through the same `Arc`).
+    pub fn shared_revocations(self, store: Arc<dyn RevocationStore>) -> Self {
+        self.map(|c| c.revocations = Some(store))
+    }
+
+    /// Sends a page navigation without a valid session (none, expired, revoked, or signed with
+    /// a removed key) to `to` with `303`, instead of the bare `403`: the user lands where a new
+    /// session is opened. Requests that are not navigations (scripts, subresources,
+    /// WebSockets) keep the `403` and its short text.
+    pub fn redirect_navigations(self, to: SessionRedirect) -> Self {
+        self.map(|c| c.redirect = Some(to))
+    }
+
+    /// Answers [`Logout`]'s path inside every tunnel: revoke the session, clear its cookie,
+    /// redirect.
+    pub fn logout(self, logout: Logout) -> Self {
+        self.map(|c| c.logout = Some(logout))
+    }
+
     fn map(self, f: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Arc::try_unwrap(self.config).unwrap_or_else(|shared| Config {
-            signer: shared.signer.clone(),
-            cookie: shared.cookie.clone(),
-            strip_authorization: shared.strip_authorization,
-        });
+        let mut config = Arc::unwrap_or_clone(self.config);
         f(&mut config);
         Self {
             config: Arc::new(config),
@@ -184,12 +228,31 @@ pub(crate) enum Admitted {
 
 const REOPEN: &str = "Reopen the IDE from the dashboard.";
 
+/// When a session with these claims was issued: its cookie lives for the cookie's `Max-Age`.
+fn issued_at(claims: &Claims, cookie: &CookieConfig) -> std::time::SystemTime {
+    claims
+        .expires_at()
+        .checked_sub(cookie.max_age())
+        .unwrap_or(std::time::UNIX_EPOCH)
+}
+
+/// What [`TunnelAuth`] does with a request that is not simply admitted.
+enum Refusal<ResBody> {
+    /// This answer.
+    Answer(Response<ResBody>),
+    /// A logout: revoke this session (when valid and a store is configured), then answer.
+    Logout(Option<Box<Claims>>, Response<ResBody>),
+}
+
+impl<ResBody> From<Response<ResBody>> for Refusal<ResBody> {
+    fn from(res: Response<ResBody>) -> Self {
+        Refusal::Answer(res)
+    }
+}
+
 impl<S> TunnelAuth<S> {
     /// Checks the request; `Err` is the answer when it is refused.
-    fn admit<B, ResBody: From<Bytes>>(
-        &self,
-        req: &mut Request<B>,
-    ) -> Result<(), Response<ResBody>> {
+    fn admit<B, ResBody: From<Bytes>>(&self, req: &mut Request<B>) -> Result<(), Refusal<ResBody>> {
         let c = &self.config;
         let own_host = c
             .cookie
@@ -202,18 +265,20 @@ impl<S> TunnelAuth<S> {
             None => locate(c.cookie.tunnel_prefix(), path),
         };
         let (id, admitted) = match located {
-            Where::Outside => return Err(text_response(StatusCode::NOT_FOUND, "Not found.")),
+            Where::Outside => return Err(text_response(StatusCode::NOT_FOUND, "Not found.").into()),
             Where::OwnHost(ref id) if !is_valid_sandbox_id(id) => {
                 return Err(text_response(
                     StatusCode::BAD_REQUEST,
                     "Invalid sandbox id in the Host.",
-                ))
+                )
+                .into())
             }
             Where::BareMount(id) | Where::Inside(id) if !is_valid_sandbox_id(id) => {
                 return Err(text_response(
                     StatusCode::BAD_REQUEST,
                     "Invalid sandbox id in the path.",
-                ))
+                )
+                .into())
             }
             Where::BareMount(id) => {
                 let mut location = c.cookie.mount(id);
@@ -226,7 +291,7 @@ impl<S> TunnelAuth<S> {
                     text_response(StatusCode::BAD_REQUEST, "Invalid request target.")
                 })?;
                 res.headers_mut().insert(header::LOCATION, location);
-                return Err(res);
+                return Err(res.into());
             }
             Where::Inside(id) => (
                 id.to_owned(),
@@ -242,14 +307,23 @@ impl<S> TunnelAuth<S> {
             .cookie
             .cookie_name(&id, secure, admitted == Admitted::OwnHost);
         let mut verdict: Result<Claims, Option<TokenError>> = Err(None);
+        let mut session_token = String::new();
         for value in cookie_values(req.headers(), &name) {
             let Ok(value) = std::str::from_utf8(value) else {
                 verdict = Err(Some(TokenError::Malformed));
                 continue;
             };
             match c.signer.verify(value, &id, Audience::Cookie) {
+                Ok(claims)
+                    if c.revocations
+                        .as_ref()
+                        .is_some_and(|r| r.is_revoked(&claims, issued_at(&claims, &c.cookie))) =>
+                {
+                    verdict = Err(Some(TokenError::Revoked));
+                }
                 Ok(claims) => {
                     verdict = Ok(claims);
+                    session_token = value.to_owned();
                     break;
                 }
                 Err(e) => {
@@ -261,21 +335,66 @@ impl<S> TunnelAuth<S> {
             }
         }
         crate::metrics::token("cookie", verdict.as_ref().map(|_| ()).map_err(|e| *e));
+
+        if let Some(logout) = &c.logout {
+            let in_tunnel = match &admitted {
+                Admitted::Mount(mount) => &path[mount.len()..],
+                Admitted::OwnHost => req.uri().path(),
+            };
+            if logout.is_logout(req.method(), in_tunnel) {
+                let mut res = see_other(logout.redirect().location(&id));
+                res.headers_mut().insert(
+                    header::SET_COOKIE,
+                    c.cookie
+                        .clear_cookie(&id, secure, admitted == Admitted::OwnHost),
+                );
+                return Err(Refusal::Logout(verdict.ok().map(Box::new), res));
+            }
+        }
+
         let claims = match verdict {
             Ok(claims) => claims,
             Err(reason) => {
                 crate::metrics::refused("isolation");
+                if let Some(to) = &c.redirect {
+                    if is_navigation(req.method(), req.headers()) {
+                        return Err(see_other(to.location(&id)).into());
+                    }
+                }
                 let msg = match reason {
                     None => format!("No IDE session for this sandbox. {REOPEN}"),
                     Some(TokenError::Expired) => format!("Your IDE session has expired. {REOPEN}"),
+                    Some(TokenError::Revoked) => format!("Your IDE session has ended. {REOPEN}"),
                     Some(e) => {
                         tracing::debug!(sandbox = %id, reason = %e, "tunnel cookie refused");
                         format!("Your IDE session is not valid. {REOPEN}")
                     }
                 };
-                return Err(text_response(StatusCode::FORBIDDEN, msg));
+                return Err(text_response(StatusCode::FORBIDDEN, msg).into());
             }
         };
+
+        if req.headers().contains_key(header::UPGRADE) {
+            // The tunnel this upgrade may open ends with the session: at its expiry, when the
+            // store learns it is revoked, or when its signing key is removed.
+            // A key removed at run time ends the sessions signed with it.
+            let (signer, sandbox) = (c.signer.clone(), id.clone());
+            let mut lifetime = TunnelLifetime::until(claims.expires_at()).while_valid(
+                c.signer.changes(),
+                move || {
+                    signer
+                        .verify(&session_token, &sandbox, Audience::Cookie)
+                        .is_ok()
+                },
+            );
+            if let Some(store) = &c.revocations {
+                let (store, session, issued) =
+                    (store.clone(), claims.clone(), issued_at(&claims, &c.cookie));
+                lifetime = lifetime
+                    .while_valid(store.changes(), move || !store.is_revoked(&session, issued));
+            }
+            req.extensions_mut().insert(lifetime);
+        }
 
         let headers = req.headers_mut();
         strip_cookies(headers, |name| c.cookie.is_gateway_cookie(name));
@@ -308,9 +427,27 @@ where
                     fut: self.inner.call(req),
                 },
             },
-            Err(res) => ResponseFuture {
+            Err(Refusal::Answer(res)) => ResponseFuture {
                 kind: Kind::Answer { res: Some(res) },
             },
+            Err(Refusal::Logout(claims, res)) => {
+                let store = self.config.revocations.clone();
+                let revoke = async move {
+                    let (Some(store), Some(claims)) = (store, claims) else {
+                        return;
+                    };
+                    if let Err(e) = store.revoke(Revocation::session(&claims)).await {
+                        // The cookie is cleared all the same; the token stays valid to its expiry.
+                        tracing::warn!(sandbox = %claims.sandbox_id(), error = %e, "logout could not revoke the session");
+                    }
+                };
+                ResponseFuture {
+                    kind: Kind::Logout {
+                        revoke: Box::pin(revoke),
+                        res: Some(res),
+                    },
+                }
+            }
         }
     }
 }
@@ -328,6 +465,7 @@ pin_project! {
     enum Kind<F, ResBody> {
         Inner { #[pin] fut: F },
         Answer { res: Option<Response<ResBody>> },
+        Logout { revoke: Pin<Box<dyn Future<Output = ()> + Send>>, res: Option<Response<ResBody>> },
     }
 }
 
@@ -347,6 +485,10 @@ where
         match self.project().kind.project() {
             KindProj::Inner { fut } => fut.poll(cx),
             KindProj::Answer { res } => {
+                Poll::Ready(Ok(res.take().expect("polled after completion")))
+            }
+            KindProj::Logout { revoke, res } => {
+                std::task::ready!(revoke.as_mut().poll(cx));
                 Poll::Ready(Ok(res.take().expect("polled after completion")))
             }
         }
@@ -661,5 +803,195 @@ mod tests {
             run(&mut s, Request::get("/__ide/a?x=1").body(()).unwrap()).await;
         assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
         assert_eq!(headers[header::LOCATION], "/__ide/a/?x=1");
+    }
+
+    fn ending_svc() -> (
+        TokenSigner,
+        Arc<crate::auth::MemoryRevocationStore>,
+        TunnelAuth<tower_service_fn::Echo>,
+    ) {
+        let signer = TokenSigner::new([9u8; 32]).unwrap();
+        let store = Arc::new(crate::auth::MemoryRevocationStore::new(
+            Duration::from_secs(43_200),
+        ));
+        let to = SessionRedirect::new("/dashboard/{id}").unwrap();
+        let layer = TunnelAuthLayer::new(signer.clone())
+            .revocations(store.clone())
+            .redirect_navigations(to.clone())
+            .logout(Logout::new("/.gateway/logout", to).unwrap());
+        (signer, store, layer.layer(tower_service_fn::Echo))
+    }
+
+    fn session_cookie(signer: &TokenSigner, id: &str, subject: &str) -> String {
+        signer
+            .sign_for(
+                id,
+                Some(subject),
+                Audience::Cookie,
+                Duration::from_secs(43_200),
+            )
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn revoked_sessions_are_refused_navigations_redirected() {
+        let (signer, store, mut s) = ending_svc();
+        let (t1, t2) = (
+            session_cookie(&signer, "a", "u1"),
+            session_cookie(&signer, "a", "u2"),
+        );
+        let claims1 = signer.verify(&t1, "a", Audience::Cookie).unwrap();
+        let get = |token: &str, nav: bool| {
+            let b = Request::get("/__ide/a/x")
+                .header(header::HOST, "localhost:8080")
+                .header(header::COOKIE, format!("sgw_ide_a={token}"));
+            let b = if nav {
+                b.header("sec-fetch-mode", "navigate")
+            } else {
+                b
+            };
+            b.body(()).unwrap()
+        };
+        assert_eq!(run(&mut s, get(&t1, false)).await.0, StatusCode::OK);
+        store.revoke(Revocation::session(&claims1)).await.unwrap();
+        let (status, headers, body) = run(&mut s, get(&t1, false)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body,
+            "Your IDE session has ended. Reopen the IDE from the dashboard.\n"
+        );
+        assert!(!headers.contains_key(header::LOCATION));
+        let (status, headers, _) = run(&mut s, get(&t1, true)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[header::LOCATION], "/dashboard/a");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        // Another session of the same sandbox lives on, until its subject is revoked.
+        assert_eq!(run(&mut s, get(&t2, false)).await.0, StatusCode::OK);
+        store
+            .revoke(Revocation::Subject("u2".into()))
+            .await
+            .unwrap();
+        assert_eq!(run(&mut s, get(&t2, false)).await.0, StatusCode::FORBIDDEN);
+        // No session at all: the navigation is redirected too, a WebSocket is not.
+        let (status, headers, _) = run(
+            &mut s,
+            Request::get("/__ide/a/")
+                .header("sec-fetch-mode", "navigate")
+                .body(())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, &headers[header::LOCATION]),
+            (
+                StatusCode::SEE_OTHER,
+                &HeaderValue::from_static("/dashboard/a")
+            )
+        );
+        let ws = Request::get("/__ide/a/ws")
+            .header("sec-fetch-mode", "navigate")
+            .header(header::UPGRADE, "websocket")
+            .header(header::CONNECTION, "upgrade")
+            .body(())
+            .unwrap();
+        assert_eq!(run(&mut s, ws).await.0, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn an_expired_navigation_is_redirected() {
+        let (signer, _store, mut s) = ending_svc();
+        let t = signer
+            .sign_for("a", Some("u1"), Audience::Cookie, Duration::from_millis(1))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let req = Request::get("/__ide/a/")
+            .header(header::HOST, "localhost:8080")
+            .header(header::ACCEPT, "text/html")
+            .header(header::COOKIE, format!("sgw_ide_a={t}"))
+            .body(())
+            .unwrap();
+        let (status, headers, _) = run(&mut s, req).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[header::LOCATION], "/dashboard/a");
+        let req = Request::get("/__ide/a/")
+            .header(header::HOST, "localhost:8080")
+            .header(header::ACCEPT, "application/json")
+            .header(header::COOKIE, format!("sgw_ide_a={t}"))
+            .body(())
+            .unwrap();
+        let (status, _, body) = run(&mut s, req).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body,
+            "Your IDE session has expired. Reopen the IDE from the dashboard.\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn logout_clears_the_cookie_set_and_revokes_the_session() {
+        let (signer, _store, mut s) = ending_svc();
+        let t = session_cookie(&signer, "a", "u1");
+        let logout = Request::get("/__ide/a/.gateway/logout")
+            .header(header::HOST, "localhost:8080")
+            .header(header::COOKIE, format!("sgw_ide_a={t}"))
+            .body(())
+            .unwrap();
+        let (status, headers, _) = run(&mut s, logout).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[header::LOCATION], "/dashboard/a");
+        assert_eq!(
+            headers[header::SET_COOKIE],
+            "sgw_ide_a=; Path=/__ide/a/; Max-Age=0; HttpOnly; SameSite=Lax"
+        );
+        // The same cookie, replayed after logout, opens nothing.
+        let again = Request::get("/__ide/a/")
+            .header(header::HOST, "localhost:8080")
+            .header(header::COOKIE, format!("sgw_ide_a={t}"))
+            .body(())
+            .unwrap();
+        assert_eq!(run(&mut s, again).await.0, StatusCode::FORBIDDEN);
+        // Over HTTPS the cleared cookie is the `__Secure-` one; without a session it is cleared all the same.
+        let logout = Request::get("https://gw.example.com/__ide/a/.gateway/logout")
+            .body(())
+            .unwrap();
+        let (status, headers, _) = run(&mut s, logout).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            headers[header::SET_COOKIE],
+            "__Secure-sgw_ide_a=; Path=/__ide/a/; Max-Age=0; HttpOnly; Secure; SameSite=Lax"
+        );
+        // Only GET and POST at exactly that path: other paths go to the sandbox.
+        let t2 = session_cookie(&signer, "a", "u1");
+        let near = Request::get("/__ide/a/.gateway/logout/x")
+            .header(header::HOST, "localhost:8080")
+            .header(header::COOKIE, format!("sgw_ide_a={t2}"))
+            .body(())
+            .unwrap();
+        assert_eq!(run(&mut s, near).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn logout_on_a_sandbox_host_clears_the_host_cookie() {
+        let signer = TokenSigner::new([9u8; 32]).unwrap();
+        let cookie = CookieConfig::builder()
+            .sandbox_hosts(crate::auth::SandboxHosts::new("{id}.ide.example.com").unwrap())
+            .build()
+            .unwrap();
+        let to = SessionRedirect::new("https://app.example.com/open/{id}").unwrap();
+        let mut s = TunnelAuthLayer::new(signer.clone())
+            .cookie(cookie)
+            .logout(Logout::new("/.gateway/logout", to).unwrap())
+            .layer(tower_service_fn::Echo);
+        let req = Request::post("/.gateway/logout")
+            .header(header::HOST, "a.ide.example.com")
+            .body(())
+            .unwrap();
+        let (status, headers, _) = run(&mut s, req).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[header::LOCATION], "https://app.example.com/open/a");
+        assert_eq!(
+            headers[header::SET_COOKIE],
+            "__Host-sgw_ide_a=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax"
+        );
     }
 }

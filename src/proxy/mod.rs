@@ -25,6 +25,7 @@ pub use service::{
     DEFAULT_MIN_UPLOAD_RATE, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
     DEFAULT_TUNNEL_IDLE_TIMEOUT, DEFAULT_UPLOAD_GRACE,
 };
+pub use tunnel::TunnelLifetime;
 pub use upgrade::{InvalidProtocol, UpgradeProtocols};
 
 // The rule the rewrite layer applies before it adds headers of its own.

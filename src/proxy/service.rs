@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::body::{Meter, Progress, RequestBody};
 use super::headers::{check_request, is_upgrade_request, join_cookies, strip_hop_by_hop};
 use super::pool::Pool;
-use super::tunnel::{self, Over, Tunnels};
+use super::tunnel::{self, Over, TunnelLifetime, Tunnels};
 use super::{OriginCheck, ProxyBody, ProxyError, UpgradeProtocols};
 use crate::connect::{
     BuildError, ConnStream, ConnectError, Connector, ConnectorBuilder, LocalhostResolver,
@@ -501,7 +501,9 @@ where
         let upgrade = is_upgrade_request(&parts) && self.upgrades.allows(&parts.headers);
         let mut downstream_upgrade = None;
         let mut tunnel_slot = None;
+        let mut tunnel_lifetime = None;
         if upgrade {
+            tunnel_lifetime = parts.extensions.remove::<TunnelLifetime>();
             if let Err(origin) = self.origin_check.check(&parts) {
                 tracing::warn!(upstream = %target.authority(), %origin, "upgrade refused: origin not allowed");
                 crate::metrics::refused("isolation");
@@ -629,6 +631,7 @@ where
                 downstream,
                 upstream_upgrade,
                 self.tunnel_idle_timeout,
+                tunnel_lifetime,
                 slot,
                 span,
             );

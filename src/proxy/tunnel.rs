@@ -6,12 +6,124 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
+
+/// Whether a tunnel may live on, asked on each announced change.
+type ValidCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// When one tunnel must end, whatever its traffic: put into the request's extensions before the
+/// [`ReverseProxy`](super::ReverseProxy) sees an upgrade request, and the tunnel it splices is
+/// closed (both connections dropped) at the deadline, or as soon as a change is announced after
+/// which the validity check says no.
+///
+/// [`TunnelAuth`](crate::auth::TunnelAuth) inserts one for every upgrade it admits: the session's
+/// expiry as the deadline, its revocation store's change signal and a revocation check, so a
+/// WebSocket ends with its session.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use sandbox_gateway::proxy::TunnelLifetime;
+///
+/// let (tx, rx) = tokio::sync::watch::channel(0u64);
+/// let lifetime = TunnelLifetime::until(SystemTime::now() + Duration::from_secs(3600))
+///     .while_valid(rx, || true);
+/// # let _ = (lifetime, tx);
+/// ```
+#[derive(Clone)]
+pub struct TunnelLifetime {
+    until: Option<SystemTime>,
+    recheck: Vec<(watch::Receiver<u64>, ValidCheck)>,
+}
+
+impl std::fmt::Debug for TunnelLifetime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelLifetime")
+            .field("until", &self.until)
+            .field("rechecks", &self.recheck.len())
+            .finish()
+    }
+}
+
+impl TunnelLifetime {
+    /// A tunnel that ends at `deadline` (wall-clock time, as token expiries are).
+    pub fn until(deadline: SystemTime) -> Self {
+        TunnelLifetime {
+            until: Some(deadline),
+            recheck: Vec::new(),
+        }
+    }
+
+    /// A tunnel with no deadline (only [`while_valid`](Self::while_valid) ends it).
+    pub fn unbounded() -> Self {
+        TunnelLifetime {
+            until: None,
+            recheck: Vec::new(),
+        }
+    }
+
+    /// Also ends the tunnel when `valid` returns `false`, asked each time `changes` announces a
+    /// change (and once when the tunnel starts). A closed `changes` channel asks no more. Call
+    /// once per source of changes (a revocation store, a key ring).
+    pub fn while_valid(
+        mut self,
+        changes: watch::Receiver<u64>,
+        valid: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.recheck.push((changes, Arc::new(valid)));
+        self
+    }
+
+    /// Resolves with the reason once the tunnel must end; pending while it may live.
+    pub(crate) async fn ended(self) -> &'static str {
+        let deadline = async {
+            match self.until {
+                Some(t) => {
+                    // Sleep in steps: the wall clock may move while we wait.
+                    loop {
+                        let left = t
+                            .duration_since(SystemTime::now())
+                            .unwrap_or(Duration::ZERO);
+                        if left.is_zero() {
+                            return;
+                        }
+                        tokio::time::sleep(left.min(Duration::from_secs(60))).await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let watches = self.recheck.into_iter().map(|(mut changes, valid)| {
+            Box::pin(async move {
+                changes.borrow_and_update();
+                if !valid() {
+                    return;
+                }
+                while changes.changed().await.is_ok() {
+                    if !valid() {
+                        return;
+                    }
+                }
+                std::future::pending::<()>().await
+            })
+        });
+        let watches: Vec<_> = watches.collect();
+        let revoked = async move {
+            if watches.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            futures_util::future::select_all(watches).await;
+        };
+        tokio::select! {
+            _ = deadline => "session expired",
+            _ = revoked => "session revoked",
+        }
+    }
+}
 
 /// Live tunnels of one proxy: counts (in total and per client), caps and a shutdown signal.
 #[derive(Debug)]
@@ -112,6 +224,7 @@ pub(crate) fn spawn(
     downstream: OnUpgrade,
     upstream: OnUpgrade,
     idle_timeout: Option<Duration>,
+    lifetime: Option<TunnelLifetime>,
     slot: TunnelSlot,
     span: tracing::Span,
 ) {
@@ -155,6 +268,12 @@ pub(crate) fn spawn(
             }
             std::future::pending::<()>().await
         };
+        let ended = async {
+            match lifetime {
+                Some(l) => l.ended().await,
+                None => std::future::pending().await,
+            }
+        };
         let outcome = tokio::select! {
             r = &mut copy => match r {
                 Ok((to_up, to_down)) => {
@@ -166,6 +285,7 @@ pub(crate) fn spawn(
             },
             _ = idle => "idle timeout".to_owned(),
             _ = closed => "proxy shutting down".to_owned(),
+            reason = ended => reason.to_owned(),
         };
         tracing::info!(parent: &span, duration_ms = start.elapsed().as_millis() as u64,
             reason = %outcome, "tunnel ended");

@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "auth")]
+pub mod sessions;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type TestBody = UnsyncBoxBody<Bytes, BoxError>;
