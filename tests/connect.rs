@@ -195,19 +195,26 @@ async fn upstream_on_both_loopbacks_prefers_ipv6() {
 
 #[tokio::test]
 async fn upstream_on_dual_stack_wildcard() {
-    let l = bind("[::]:0".parse().unwrap()).await.unwrap();
+    // Dual-stack set on the socket itself, whatever the machine's net.ipv6.bindv6only says.
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+    socket.set_only_v6(false).unwrap();
+    socket
+        .bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())
+        .unwrap();
+    socket.listen(128).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let l = TcpListener::from_std(socket.into()).unwrap();
     let port = l.local_addr().unwrap().port();
-    // Dual-stack depends on the machine (net.ipv6.bindv6only); without it there is nothing to test.
-    let v4_reaches = tokio::time::timeout(
-        Duration::from_secs(2),
+    let v4 = tokio::time::timeout(
+        Duration::from_secs(10),
         TcpStream::connect((Ipv4Addr::LOCALHOST, port)),
     )
-    .await
-    .is_ok_and(|r| r.is_ok());
-    if !v4_reaches {
-        eprintln!("notice: [::] is not dual-stack on this machine; dual-stack case skipped");
-        return;
-    }
+    .await;
+    assert!(
+        matches!(v4, Ok(Ok(_))),
+        "a dual-stack [::] listener is not reachable on 127.0.0.1: {v4:?}"
+    );
+    drop(v4);
     serve_listener(l, "dual", Speaks::Http1);
     for target in ["localhost", "0.0.0.0", "[::]"] {
         let r = via(target, port).await;
