@@ -872,7 +872,11 @@ async fn app_builder_streams_a_cross_origin_api_call() {
         true,
     )
     .await;
-    assert!(app_calls_api(&browser, app).await.is_err());
+    let refused = app_calls_api(&browser, app).await;
+    assert!(
+        matches!(&refused, Err(e) if e.starts_with("the app's streamed call") && e.contains("TypeError")),
+        "the page loaded and its fetch failed in the browser: {refused:?}"
+    );
     // …and without the isolation layer the host page loses crossOriginIsolated.
     let (_, gateway) = app_builder_stack(
         AppGateway {
@@ -883,7 +887,14 @@ async fn app_builder_streams_a_cross_origin_api_call() {
         true,
     )
     .await;
-    assert!(host_page_isolated(&browser, gateway).await.is_err());
+    assert_eq!(
+        host_page_isolated(&browser, gateway).await,
+        Err(format!(
+            "the host page is not cross-origin isolated: {}",
+            json!({ "isolated": false, "sab": false })
+        )),
+        "the page loaded and reported itself not isolated"
+    );
     // …and without the token check a caller with no token spends the key: the scenario fails.
     let (app, _) = app_builder_stack(
         AppGateway {
