@@ -606,3 +606,164 @@ mod tls {
         assert!(msg.contains("TLS"), "{msg}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Failures to connect, and names resolved by a resolver of the embedder's own.
+
+type Name = hyper_util::client::legacy::connect::dns::Name;
+
+/// A resolver answering from a fixed table, as a platform's own DNS would; other names do not
+/// resolve.
+#[derive(Clone)]
+struct Table(std::sync::Arc<Vec<(&'static str, Vec<std::net::IpAddr>)>>);
+
+impl Table {
+    fn new(entries: Vec<(&'static str, Vec<std::net::IpAddr>)>) -> Self {
+        Table(std::sync::Arc::new(entries))
+    }
+}
+
+impl tower::Service<Name> for Table {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let found = self
+            .0
+            .iter()
+            .find(|(n, _)| *n == name.as_str())
+            .map(|(_, ips)| {
+                ips.iter()
+                    .map(|ip| SocketAddr::new(*ip, 0))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+            });
+        std::future::ready(found.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{name}: no such name"),
+            )
+        }))
+    }
+}
+
+/// A gateway proxying to `upstream`, names resolved by `table`.
+async fn gateway_resolving(
+    upstream: &str,
+    table: Table,
+    configure: impl FnOnce(
+        sandbox_gateway::connect::ConnectorBuilder<Table>,
+    ) -> sandbox_gateway::connect::ConnectorBuilder<Table>,
+) -> SocketAddr {
+    let proxy = ReverseProxy::builder()
+        .connector(configure(sandbox_gateway::connect::ConnectorBuilder::new(
+            table,
+        )))
+        .upstream(upstream.parse().unwrap())
+        .response_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    serve(proxy).await
+}
+
+/// GET `/x` through the gateway: the status and the body.
+async fn answer(gw: SocketAddr) -> (StatusCode, String) {
+    let res = within(
+        30,
+        client().request(
+            Request::get(format!("http://{gw}/x"))
+                .body(empty())
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("gateway answered");
+    let status = res.status();
+    (status, text(res).await)
+}
+
+#[tokio::test]
+async fn connect_timeout_is_a_504_naming_the_addresses_tried() {
+    let (hole, _held) = blackhole_v6(0).await.expect("a listener on [::1]");
+    let port = hole.local_addr().unwrap().port();
+    let gw = gateway(&format!("http://[::1]:{port}"), |b| {
+        b.connect_timeout(Duration::from_millis(500))
+    })
+    .await;
+    let start = Instant::now();
+    let (status, body) = answer(gw).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(
+        body.contains(&format!(
+            "could not connect to upstream [::1]:{port} (tried [::1]:{port}): connect timed out"
+        )),
+        "{body}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the timeout bounds it"
+    );
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_a_502_naming_it() {
+    let gw = gateway_resolving("http://nowhere.test:8080", Table::new(vec![]), |c| c).await;
+    let (status, body) = answer(gw).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        body.contains(
+            "could not connect to upstream nowhere.test:8080 (tried no address): name did not resolve"
+        ),
+        "{body}"
+    );
+}
+
+/// Happy Eyeballs is not only for `localhost`: a name of the embedder's resolver answering a
+/// blackholed `::1` first and a serving `127.0.0.1` second reaches `127.0.0.1` after the attempt
+/// delay, long before the connect timeout.
+#[tokio::test]
+async fn happy_eyeballs_for_a_name_from_a_custom_resolver() {
+    let mut found = None;
+    for _ in 0..20 {
+        let v4 = bind(V4).await.unwrap();
+        let port = v4.local_addr().unwrap().port();
+        if let Some(hole) = blackhole_v6(port).await {
+            found = Some((v4, hole));
+            break;
+        }
+    }
+    let (v4, hole) = found.expect("a port free on both loopbacks");
+    let port = serve_listener(v4, "v4", Speaks::Http1).port();
+    let table = Table::new(vec![(
+        "app.test",
+        vec![Ipv6Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into()],
+    )]);
+    let gw = gateway_resolving(&format!("http://app.test:{port}"), table, |c| {
+        c.connect_timeout(Duration::from_secs(60))
+            .attempt_delay(Duration::from_millis(300))
+    })
+    .await;
+    let start = Instant::now();
+    let (status, body) = answer(gw).await;
+    let took = start.elapsed();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["tag"], "v4");
+    assert!(
+        took >= Duration::from_millis(300),
+        "::1 was tried first, took {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "127.0.0.1 raced after the attempt delay, not after the 30 s half of the timeout: {took:?}"
+    );
+    drop(hole);
+}
