@@ -16,7 +16,7 @@ use hyper_util::server::conn::auto;
 use sandbox_gateway::proxy::{Builder, ReverseProxy};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 
 /// Which protocol a test upstream accepts.
 #[derive(Clone, Copy)]
@@ -220,27 +220,6 @@ async fn upstream_on_dual_stack_wildcard() {
         let r = via(target, port).await;
         assert_eq!(r["tag"], "dual", "{target}");
     }
-}
-
-/// A listener on `[::1]:port` that never accepts, its accept queue full: on Linux new SYNs to it are
-/// dropped, so a connect attempt hangs instead of being refused. Returns it with the connections
-/// that fill it (they must stay open).
-async fn blackhole_v6(port: u16) -> Option<(TcpListener, Vec<TcpStream>)> {
-    let socket = TcpSocket::new_v6().ok()?;
-    socket
-        .bind(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port))
-        .ok()?;
-    let listener = socket.listen(1).ok()?;
-    let addr = listener.local_addr().unwrap();
-    let mut held = Vec::new();
-    for _ in 0..16 {
-        match tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => held.push(s),
-            Ok(Err(e)) => panic!("filling the accept queue: {e}"),
-            Err(_) => return Some((listener, held)),
-        }
-    }
-    panic!("the accept queue of a listen(1) socket never filled after 16 connections");
 }
 
 #[tokio::test]
