@@ -651,7 +651,13 @@ mod tests {
         req.extensions_mut().insert(target(Some("/m")));
         req.extensions_mut()
             .insert(ClientAddr("10.1.2.3:5000".parse().unwrap()));
-        let (seen, _) = run(RewriteLayer::new(), req, &[], StatusCode::OK).await;
+        let (seen, _) = run(
+            RewriteLayer::new().forwarded(true),
+            req,
+            &[],
+            StatusCode::OK,
+        )
+        .await;
         assert_eq!(seen["connection"], "keep-alive");
         assert_eq!(seen["x-forwarded-for"], "10.1.2.3");
         assert_eq!(seen["x-forwarded-prefix"], "/m");
