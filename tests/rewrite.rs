@@ -665,7 +665,9 @@ async fn connection_cannot_remove_the_gateways_headers() {
     let up = echo_upstream("127.0.0.1:0").await;
     let p = up.port();
     let mount = PathMount::strip("/proxy").allow_port(p);
-    let gw = gateway("127.0.0.1:0", stack(mount, RewriteLayer::new()), false).await;
+    // `Forwarded` is sent on request only: asked for, so that it is among the headers tried.
+    let layer = RewriteLayer::new().forwarded(true);
+    let gw = gateway("127.0.0.1:0", stack(mount, layer), false).await;
     let mut headers = vec![(
         "connection",
         "keep-alive, X-Forwarded-For, Forwarded, X-Forwarded-Host, X-Forwarded-Proto, \
