@@ -514,11 +514,17 @@ async fn small_get(addr: SocketAddr) -> Result<(f64, f64, f64, f64), String> {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(rps * f64::from(WRK_SECONDS));
-    let errors = text
+    // A run with failed requests measured something else than the proxy: no figure for it.
+    let errors: Vec<&str> = text
         .lines()
-        .any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
-    if errors {
-        eprintln!("note: wrk reported errors against {addr}:\n{text}");
+        .map(str::trim)
+        .filter(|l| l.starts_with("Non-2xx") || l.starts_with("Socket errors"))
+        .collect();
+    if !errors.is_empty() {
+        return Err(format!(
+            "wrk reported errors against {addr} ({}); no figure",
+            errors.join("; ")
+        ));
     }
     Ok((rps, p50, p99, total))
 }
@@ -548,16 +554,21 @@ async fn ws_rtt(addr: SocketAddr) -> Result<f64, String> {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .map_err(|e| e.to_string())?;
-    let payload = Bytes::from_static(&[7u8; 32]);
     let mut rtts = Vec::with_capacity(WS_ROUNDS);
-    for _ in 0..WS_ROUNDS {
+    for round in 0..WS_ROUNDS {
+        // Each round's payload is its own, so a stale or altered echo is caught.
+        let mut payload = [7u8; 32];
+        payload[..8].copy_from_slice(&(round as u64).to_be_bytes());
+        let payload = Bytes::copy_from_slice(&payload);
         let t = Instant::now();
         ws.send(Message::Binary(payload.clone()))
             .await
             .map_err(|e| e.to_string())?;
         match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-            Ok(Some(Ok(Message::Binary(_)))) => rtts.push(t.elapsed().as_secs_f64() * 1e6),
-            other => return Err(format!("echo: {other:?}")),
+            Ok(Some(Ok(Message::Binary(echoed)))) if echoed == payload => {
+                rtts.push(t.elapsed().as_secs_f64() * 1e6)
+            }
+            other => return Err(format!("echo of round {round}: {other:?}; no figure")),
         }
     }
     let _ = ws.close(None).await;

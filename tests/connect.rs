@@ -16,7 +16,7 @@ use hyper_util::server::conn::auto;
 use sandbox_gateway::proxy::{Builder, ReverseProxy};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 
 /// Which protocol a test upstream accepts.
 #[derive(Clone, Copy)]
@@ -195,45 +195,31 @@ async fn upstream_on_both_loopbacks_prefers_ipv6() {
 
 #[tokio::test]
 async fn upstream_on_dual_stack_wildcard() {
-    let l = bind("[::]:0".parse().unwrap()).await.unwrap();
+    // Dual-stack set on the socket itself, whatever the machine's net.ipv6.bindv6only says.
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+    socket.set_only_v6(false).unwrap();
+    socket
+        .bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())
+        .unwrap();
+    socket.listen(128).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let l = TcpListener::from_std(socket.into()).unwrap();
     let port = l.local_addr().unwrap().port();
-    // Dual-stack depends on the machine (net.ipv6.bindv6only); without it there is nothing to test.
-    let v4_reaches = tokio::time::timeout(
-        Duration::from_secs(2),
+    let v4 = tokio::time::timeout(
+        Duration::from_secs(10),
         TcpStream::connect((Ipv4Addr::LOCALHOST, port)),
     )
-    .await
-    .is_ok_and(|r| r.is_ok());
-    if !v4_reaches {
-        eprintln!("notice: [::] is not dual-stack on this machine; dual-stack case skipped");
-        return;
-    }
+    .await;
+    assert!(
+        matches!(v4, Ok(Ok(_))),
+        "a dual-stack [::] listener is not reachable on 127.0.0.1: {v4:?}"
+    );
+    drop(v4);
     serve_listener(l, "dual", Speaks::Http1);
     for target in ["localhost", "0.0.0.0", "[::]"] {
         let r = via(target, port).await;
         assert_eq!(r["tag"], "dual", "{target}");
     }
-}
-
-/// A listener on `[::1]:port` that never accepts, its accept queue full: on Linux new SYNs to it are
-/// dropped, so a connect attempt hangs instead of being refused. Returns it with the connections
-/// that fill it (they must stay open).
-async fn blackhole_v6(port: u16) -> Option<(TcpListener, Vec<TcpStream>)> {
-    let socket = TcpSocket::new_v6().ok()?;
-    socket
-        .bind(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port))
-        .ok()?;
-    let listener = socket.listen(1).ok()?;
-    let addr = listener.local_addr().unwrap();
-    let mut held = Vec::new();
-    for _ in 0..16 {
-        match tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => held.push(s),
-            Ok(Err(e)) => panic!("filling the accept queue: {e}"),
-            Err(_) => return Some((listener, held)),
-        }
-    }
-    panic!("the accept queue of a listen(1) socket never filled after 16 connections");
 }
 
 #[tokio::test]
@@ -598,4 +584,165 @@ mod tls {
         let msg = text(res).await;
         assert!(msg.contains("TLS"), "{msg}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failures to connect, and names resolved by a resolver of the embedder's own.
+
+type Name = hyper_util::client::legacy::connect::dns::Name;
+
+/// A resolver answering from a fixed table, as a platform's own DNS would; other names do not
+/// resolve.
+#[derive(Clone)]
+struct Table(std::sync::Arc<Vec<(&'static str, Vec<std::net::IpAddr>)>>);
+
+impl Table {
+    fn new(entries: Vec<(&'static str, Vec<std::net::IpAddr>)>) -> Self {
+        Table(std::sync::Arc::new(entries))
+    }
+}
+
+impl tower::Service<Name> for Table {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let found = self
+            .0
+            .iter()
+            .find(|(n, _)| *n == name.as_str())
+            .map(|(_, ips)| {
+                ips.iter()
+                    .map(|ip| SocketAddr::new(*ip, 0))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+            });
+        std::future::ready(found.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{name}: no such name"),
+            )
+        }))
+    }
+}
+
+/// A gateway proxying to `upstream`, names resolved by `table`.
+async fn gateway_resolving(
+    upstream: &str,
+    table: Table,
+    configure: impl FnOnce(
+        sandbox_gateway::connect::ConnectorBuilder<Table>,
+    ) -> sandbox_gateway::connect::ConnectorBuilder<Table>,
+) -> SocketAddr {
+    let proxy = ReverseProxy::builder()
+        .connector(configure(sandbox_gateway::connect::ConnectorBuilder::new(
+            table,
+        )))
+        .upstream(upstream.parse().unwrap())
+        .response_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    serve(proxy).await
+}
+
+/// GET `/x` through the gateway: the status and the body.
+async fn answer(gw: SocketAddr) -> (StatusCode, String) {
+    let res = within(
+        30,
+        client().request(
+            Request::get(format!("http://{gw}/x"))
+                .body(empty())
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("gateway answered");
+    let status = res.status();
+    (status, text(res).await)
+}
+
+#[tokio::test]
+async fn connect_timeout_is_a_504_naming_the_addresses_tried() {
+    let (hole, _held) = blackhole_v6(0).await.expect("a listener on [::1]");
+    let port = hole.local_addr().unwrap().port();
+    let gw = gateway(&format!("http://[::1]:{port}"), |b| {
+        b.connect_timeout(Duration::from_millis(500))
+    })
+    .await;
+    let start = Instant::now();
+    let (status, body) = answer(gw).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(
+        body.contains(&format!(
+            "could not connect to upstream [::1]:{port} (tried [::1]:{port}): connect timed out"
+        )),
+        "{body}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the timeout bounds it"
+    );
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_a_502_naming_it() {
+    let gw = gateway_resolving("http://nowhere.test:8080", Table::new(vec![]), |c| c).await;
+    let (status, body) = answer(gw).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        body.contains(
+            "could not connect to upstream nowhere.test:8080 (tried no address): name did not resolve"
+        ),
+        "{body}"
+    );
+}
+
+/// Happy Eyeballs is not only for `localhost`: a name of the embedder's resolver answering a
+/// blackholed `::1` first and a serving `127.0.0.1` second reaches `127.0.0.1` after the attempt
+/// delay, long before the connect timeout.
+#[tokio::test]
+async fn happy_eyeballs_for_a_name_from_a_custom_resolver() {
+    let mut found = None;
+    for _ in 0..20 {
+        let v4 = bind(V4).await.unwrap();
+        let port = v4.local_addr().unwrap().port();
+        if let Some(hole) = blackhole_v6(port).await {
+            found = Some((v4, hole));
+            break;
+        }
+    }
+    let (v4, hole) = found.expect("a port free on both loopbacks");
+    let port = serve_listener(v4, "v4", Speaks::Http1).port();
+    let table = Table::new(vec![(
+        "app.test",
+        vec![Ipv6Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into()],
+    )]);
+    let gw = gateway_resolving(&format!("http://app.test:{port}"), table, |c| {
+        c.connect_timeout(Duration::from_secs(60))
+            .attempt_delay(Duration::from_millis(300))
+    })
+    .await;
+    let start = Instant::now();
+    let (status, body) = answer(gw).await;
+    let took = start.elapsed();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["tag"], "v4");
+    assert!(
+        took >= Duration::from_millis(300),
+        "::1 was tried first, took {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "127.0.0.1 raced after the attempt delay, not after the 30 s half of the timeout: {took:?}"
+    );
+    drop(hole);
 }

@@ -263,17 +263,25 @@ fn app(up: SocketAddr, s: Stack) -> Router {
     app
 }
 
+/// The probe's timeout per check: far beyond what any check takes on loopback, even in a debug
+/// build on a loaded machine (milliseconds; TLS handshakes tens of them).
+const CHECK: Duration = Duration::from_secs(20);
+
 async fn probe(gw: SocketAddr, sse: &str) -> Report {
+    probe_within(gw, sse, CHECK).await
+}
+
+async fn probe_within(gw: SocketAddr, sse: &str, timeout: Duration) -> Report {
     let probe = Probe::builder(format!("http://{gw}/"))
         .origin(ORIGIN)
         .api_path("/api/v1/chat")
         .sse_path(sse)
         .ws_path("/ws")
         .ws_protocol("chat.v2")
-        .timeout(Duration::from_secs(2))
+        .timeout(timeout)
         .build()
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(60), probe.run())
+    tokio::time::timeout(Duration::from_secs(120), probe.run())
         .await
         .expect("the probe is bounded in time")
 }
@@ -393,11 +401,18 @@ async fn isolation_removed_fails_naming_coop_and_coep() {
 
 #[tokio::test]
 async fn a_buffering_middleware_holds_an_endless_stream_until_the_timeout() {
-    let r = broken(Stack {
-        buffer_sse: true,
-        ..GOOD
-    })
+    // The timeout firing is what this test watches, so it is short; the other checks it asserts
+    // take milliseconds.
+    let up = upstream().await;
+    let gw = gateway(
+        up,
+        Stack {
+            buffer_sse: true,
+            ..GOOD
+        },
+    )
     .await;
+    let r = probe_within(gw, "/events", Duration::from_secs(3)).await;
     assert_eq!(outcome(&r, "sse"), Outcome::Fail, "{r}");
     assert!(
         r.named("sse").any(|c| c.cause.contains("no response head")),
@@ -464,7 +479,7 @@ async fn an_unasked_subprotocol_is_not_required_but_an_unechoed_one_fails() {
     let r = Probe::builder(format!("http://{gw}/"))
         .ws_path("/ws")
         .ws_protocol("other.v1")
-        .timeout(Duration::from_secs(2))
+        .timeout(CHECK)
         .build()
         .unwrap()
         .run()
@@ -498,10 +513,10 @@ async fn probe_tls(gw: SocketAddr, ca: CertificateDer<'static>) -> Report {
         .ws_path("/ws")
         .ws_protocol("chat.v2")
         .add_root_certificate(ca)
-        .timeout(Duration::from_secs(2))
+        .timeout(CHECK)
         .build()
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(60), probe.run())
+    tokio::time::timeout(Duration::from_secs(120), probe.run())
         .await
         .expect("the probe is bounded in time")
 }
@@ -562,7 +577,7 @@ async fn a_refused_preflight_names_the_status_and_the_refusal() {
             .origin(ORIGIN)
             .api_path("/api/v1/chat")
             .preflight_headers(headers.iter().copied())
-            .timeout(Duration::from_secs(2))
+            .timeout(CHECK)
             .build()
             .unwrap()
     };

@@ -45,7 +45,14 @@ async fn lockstep_upstream(acks: mpsc::Receiver<usize>) -> SocketAddr {
     serve_fn(move |_req: Request<Incoming>| {
         let acks = acks.clone();
         async move {
-            let mut acks = acks.lock().unwrap().take().expect("one stream per test");
+            // A second stream is answered 409, which the test sees (a panic here would only
+            // show as a 502).
+            let Some(mut acks) = acks.lock().unwrap().take() else {
+                return Response::builder()
+                    .status(StatusCode::CONFLICT)
+                    .body(full("a second stream"))
+                    .unwrap();
+            };
             let (tx, rx) = mpsc::channel(1);
             tokio::spawn(async move {
                 for k in 0..EVENTS {
@@ -194,17 +201,58 @@ fn message(body: &str) -> String {
 }
 
 async fn assert_no_key(res: Response<Incoming>) -> (StatusCode, HeaderMap, String) {
+    let (status, headers, body, found) = find_key(res).await;
+    assert_eq!(found, None, "key in the response: {headers:?} {body}");
+    (status, headers, body)
+}
+
+/// The response, and where in it the key shows (a header's name, or `body`), if anywhere.
+async fn find_key(res: Response<Incoming>) -> (StatusCode, HeaderMap, String, Option<String>) {
     let status = res.status();
     let headers = res.headers().clone();
-    for (name, value) in &headers {
-        assert!(
-            !String::from_utf8_lossy(value.as_bytes()).contains(KEY),
-            "key in response header {name}"
-        );
-    }
+    let mut found = headers
+        .iter()
+        .find(|(_, value)| String::from_utf8_lossy(value.as_bytes()).contains(KEY))
+        .map(|(name, _)| name.to_string());
     let body = support::text(res).await;
-    assert!(!body.contains(KEY), "key in response body: {body}");
-    (status, headers, body)
+    if found.is_none() && body.contains(KEY) {
+        found = Some("body".to_owned());
+    }
+    (status, headers, body, found)
+}
+
+/// The key check is live: an upstream that reflects its request headers (as some APIs do in
+/// error bodies) gets the injected key back to the client through the forwarder, which passes
+/// upstream bodies as they are, and `find_key` sees it there. The refusal tests below use the
+/// same check on answers the forwarder writes itself.
+#[tokio::test]
+async fn key_check_sees_a_key_reflected_by_the_upstream() {
+    let upstream = serve_fn(|req: Request<Incoming>| async move {
+        let reflected: String = req
+            .headers()
+            .iter()
+            .map(|(name, value)| format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())))
+            .collect();
+        Response::new(full(reflected))
+    })
+    .await;
+    let forward = ApiForward::builder()
+        .callers(Callers::anyone())
+        .upstream(keyed(upstream))
+        .build()
+        .unwrap();
+    let gateway = serve(forward).await;
+    let req = Request::post(format!("http://{gateway}/api/models"))
+        .body(empty())
+        .unwrap();
+    let res = within(10, client().request(req)).await.unwrap();
+    let (status, _, body, found) = find_key(res).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains(&format!("authorization: Bearer {KEY}")),
+        "{body}"
+    );
+    assert_eq!(found.as_deref(), Some("body"));
 }
 
 #[tokio::test]
@@ -746,8 +794,15 @@ async fn sse_over_an_h2_only_https_upstream_streams_event_by_event() {
     let (addr, cert) = tls_h2_upstream(move |req: Request<Incoming>| {
         let acks = acks.clone();
         async move {
-            assert_eq!(req.version(), http::Version::HTTP_2);
-            let mut acks = acks.lock().unwrap().take().expect("one stream");
+            // The version goes back to the test in a header, where a mismatch fails the test
+            // (a panic here would only show as a 502).
+            let version = format!("{:?}", req.version());
+            let Some(mut acks) = acks.lock().unwrap().take() else {
+                return Response::builder()
+                    .status(StatusCode::CONFLICT)
+                    .body(full("a second stream"))
+                    .unwrap();
+            };
             let (tx, rx) = mpsc::channel(1);
             tokio::spawn(async move {
                 for k in 0..EVENTS {
@@ -763,6 +818,7 @@ async fn sse_over_an_h2_only_https_upstream_streams_event_by_event() {
             });
             Response::builder()
                 .header(header::CONTENT_TYPE, "text/event-stream")
+                .header("x-upstream-version", version)
                 .body(body_stream(rx))
                 .unwrap()
         }
@@ -792,6 +848,7 @@ async fn sse_over_an_h2_only_https_upstream_streams_event_by_event() {
         .unwrap();
     let res = within(10, client().request(req)).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["x-upstream-version"], "HTTP/2.0");
     assert!(!res.headers().contains_key(header::CONTENT_ENCODING));
     read_events(res, ack_tx).await;
 }
@@ -942,5 +999,200 @@ async fn h2_upstream_reset_mid_stream_reaches_the_client_as_an_error() {
             end.is_err(),
             "{name}: the reset must not look like a clean end"
         );
+    }
+}
+
+/// The SSRF guard checks every connection, not only the first: a name answered with an allowed
+/// address first and with a loopback address on the reconnect that follows (DNS rebinding on a
+/// pooled upstream) is refused then, and the loopback server gets no connection.
+#[tokio::test]
+async fn ssrf_guard_checks_the_name_again_on_each_reconnect() {
+    // The allowed server on 127.0.0.2 and the internal one on 127.0.0.1, the same port.
+    let mut found = None;
+    for _ in 0..20 {
+        let allowed = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+        let port = allowed.local_addr().unwrap().port();
+        if let Ok(internal) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            found = Some((allowed, internal));
+            break;
+        }
+    }
+    let (allowed, internal) = found.expect("a port free on 127.0.0.1 and 127.0.0.2");
+    let port = allowed.local_addr().unwrap().port();
+    let internal_hits = Arc::new(AtomicUsize::new(0));
+    let hits = internal_hits.clone();
+    tokio::spawn(async move {
+        // Bounded by the runtime: the listener goes with the test.
+        while let Ok((_conn, _)) = internal.accept().await {
+            hits.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = allowed.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    // `Connection: close`: the next request needs a new connection.
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header(header::CONNECTION, "close")
+                            .body(full("allowed"))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let counter = lookups.clone();
+    let rebinding = tower::service_fn(
+        move |_name: hyper_util::client::legacy::connect::dns::Name| {
+            let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+            let ip: std::net::IpAddr = if first {
+                [127, 0, 0, 2].into()
+            } else {
+                [127, 0, 0, 1].into()
+            };
+            async move { Ok::<_, std::io::Error>(vec![SocketAddr::new(ip, 0)].into_iter()) }
+        },
+    );
+    let forward = ApiForward::builder()
+        .callers(Callers::anyone())
+        .guard(
+            SsrfGuard::new()
+                .resolver(rebinding)
+                .allow_cidr("127.0.0.2/32".parse().unwrap()),
+        )
+        .upstream(
+            Upstream::new("api", format!("http://rebind.test:{port}"))
+                .allow_methods([Method::GET])
+                .allow_paths(["/"]),
+        )
+        .build()
+        .unwrap();
+    let gateway = serve(forward).await;
+    let c = client();
+    let res = within(10, c.request(get(format!("http://{gateway}/api/"))))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(support::text(res).await, "allowed");
+    let res = within(10, c.request(get(format!("http://{gateway}/api/"))))
+        .await
+        .unwrap();
+    let status = res.status();
+    let body = support::text(res).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("resolves to a loopback"), "{body}");
+    assert!(
+        lookups.load(Ordering::SeqCst) >= 2,
+        "the reconnect looked the name up again"
+    );
+    assert_eq!(internal_hits.load(Ordering::SeqCst), 0);
+}
+
+/// `https://localhost` is refused like `http://localhost` unless the upstream allows private
+/// addresses; the TLS server it names gets no connection.
+#[tokio::test]
+async fn https_localhost_is_refused_without_allow_private() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((_conn, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let forward = ApiForward::builder()
+        .callers(Callers::anyone())
+        .upstream(
+            Upstream::new("tls", format!("https://localhost:{port}"))
+                .allow_methods([Method::GET])
+                .allow_paths(["/"])
+                .inject_header(header::AUTHORIZATION, Secret::bearer(KEY).unwrap()),
+        )
+        .build()
+        .unwrap();
+    let gateway = serve(forward).await;
+    let res = within(10, client().request(get(format!("http://{gateway}/tls/x"))))
+        .await
+        .unwrap();
+    let (status, _, body) = assert_no_key(res).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        message(&body).starts_with("refused by the SSRF guard: upstream host"),
+        "{body}"
+    );
+    assert!(body.contains("resolves to a loopback"), "{body}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+/// The forwarder's connect timeout: an upstream whose SYNs are swallowed is a 504 naming the
+/// address tried, within the configured time.
+#[tokio::test]
+async fn forward_connect_timeout_is_a_504() {
+    let (hole, _held) = support::blackhole_v6(0).await.expect("a listener on [::1]");
+    let port = hole.local_addr().unwrap().port();
+    let forward = ApiForward::builder()
+        .callers(Callers::anyone())
+        .connect_timeout(Duration::from_millis(500))
+        .upstream(
+            Upstream::new("hole", format!("http://[::1]:{port}"))
+                .allow_methods([Method::GET])
+                .allow_paths(["/"])
+                .allow_private(true),
+        )
+        .build()
+        .unwrap();
+    let gateway = serve(forward).await;
+    let res = within(10, client().request(get(format!("http://{gateway}/hole/"))))
+        .await
+        .unwrap();
+    let (status, _, body) = assert_no_key(res).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(body.contains(&format!("[::1]:{port}")), "{body}");
+    assert!(body.contains("connect timed out"), "{body}");
+}
+
+/// The forwarder's SSE heartbeat: an event stream silent after its first event gets `:\n\n`
+/// comments, and the event itself passes unchanged.
+#[tokio::test]
+async fn forward_sse_heartbeat_fills_silence() {
+    let upstream = serve_fn(|_req: Request<Incoming>| async {
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(b"data: one\n\n"))))
+                .await;
+            // Silent, the stream held open until the client goes (bounded by the test).
+            tx.closed().await;
+        });
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(body_stream(rx))
+            .unwrap()
+    })
+    .await;
+    let forward = ApiForward::builder()
+        .callers(Callers::anyone())
+        .sse_heartbeat(Duration::from_millis(200))
+        .upstream(allowed("events", upstream))
+        .build()
+        .unwrap();
+    let gateway = serve(forward).await;
+    let res = within(
+        10,
+        client().request(get(format!("http://{gateway}/events/"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.into_body();
+    for expected in ["data: one\n\n", ":\n\n", ":\n\n"] {
+        let frame = within(10, body.frame()).await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), expected);
     }
 }

@@ -71,8 +71,10 @@ async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
 #[tokio::test]
 async fn loopback_and_listed_hosts_pass() {
     let addr = app().await;
+    // What a client sends when the URL names the listener by its address.
+    let own = addr.to_string();
     for host in [
-        None,
+        Some(own.as_str()),
         Some("localhost:5173"),
         Some("app.localhost"),
         Some("[::1]:8080"),

@@ -20,11 +20,22 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// Connections an upstream accepted, and how many are open now.
-#[derive(Default)]
+/// Connections an upstream accepted, how many are open now, and how many `/held` requests
+/// have arrived.
 struct Conns {
     accepted: AtomicUsize,
     open: AtomicUsize,
+    held: tokio::sync::watch::Sender<usize>,
+}
+
+impl Default for Conns {
+    fn default() -> Self {
+        Self {
+            accepted: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            held: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl Conns {
@@ -34,9 +45,9 @@ impl Conns {
     fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
     }
-    /// Waits (bounded) until `open` is `n`.
+    /// Waits (bounded: 10 s) until `open` is `n`.
     async fn wait_open(&self, n: usize) {
-        for _ in 0..100 {
+        for _ in 0..200 {
             if self.open() == n {
                 return;
             }
@@ -48,7 +59,9 @@ impl Conns {
 
 /// An upstream (HTTP/1.1 and h2c) counting its connections:
 /// `/small` a sized body, `/chunked` three chunks, `/empty` 204, `/big` 4 MiB in 64 KiB chunks,
-/// `/close` answered with `Connection: close`, `/slow?ms=N&id=X` echoes `X` after N ms.
+/// `/close` answered with `Connection: close`, `/slow?ms=N&id=X` echoes `X` after N ms,
+/// `/held?n=N&id=X` echoes `X` once N `/held` requests are in flight at once (504 if they are
+/// not within 20 s): those requests provably overlap.
 async fn upstream() -> (SocketAddr, Arc<Conns>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -63,8 +76,10 @@ async fn upstream() -> (SocketAddr, Arc<Conns>) {
             counted.open.fetch_add(1, Ordering::SeqCst);
             let counted = counted.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    Ok::<_, Infallible>(answer(req).await)
+                let conns = counted.clone();
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let conns = conns.clone();
+                    async move { Ok::<_, Infallible>(answer(req, &conns).await) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -76,7 +91,7 @@ async fn upstream() -> (SocketAddr, Arc<Conns>) {
     (addr, conns)
 }
 
-async fn answer(req: Request<Incoming>) -> Response<TestBody> {
+async fn answer(req: Request<Incoming>, conns: &Conns) -> Response<TestBody> {
     let query = req.uri().query().unwrap_or("").to_owned();
     let param = |k: &str| {
         query
@@ -108,6 +123,23 @@ async fn answer(req: Request<Incoming>) -> Response<TestBody> {
             let ms = param("ms").parse().unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Response::new(full(param("id")))
+        }
+        "/held" => {
+            let n: usize = param("n").parse().unwrap_or(1);
+            let mut arrived = conns.held.subscribe();
+            conns.held.send_modify(|held| *held += 1);
+            let all_in =
+                tokio::time::timeout(Duration::from_secs(20), arrived.wait_for(|h| *h >= n))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            if all_in {
+                Response::new(full(param("id")))
+            } else {
+                Response::builder()
+                    .status(StatusCode::GATEWAY_TIMEOUT)
+                    .body(full("not all held requests arrived"))
+                    .unwrap()
+            }
         }
         _ => Response::builder()
             .status(StatusCode::NOT_FOUND)
@@ -167,14 +199,15 @@ async fn concurrent_exchanges_each_get_their_own_answer() {
     let (up, conns) = upstream().await;
     let gw = serve(proxy(up, |b| b)).await;
     let tasks: Vec<_> = (0..32)
-        .map(|i| tokio::spawn(async move { (i, get(gw, &format!("/slow?ms=100&id={i}")).await) }))
+        .map(|i| tokio::spawn(async move { (i, get(gw, &format!("/held?n=32&id={i}")).await) }))
         .collect();
     for t in tasks {
         let (i, (status, body)) = t.await.unwrap();
         assert_eq!((status, body), (StatusCode::OK, i.to_string()));
     }
+    // All 32 were in flight at once, and an HTTP/1.1 connection carries one at a time.
     let opened = conns.accepted();
-    assert!((1..=32).contains(&opened), "{opened} connections");
+    assert_eq!(opened, 32);
     // All of them are idle now and serve the next round without opening more.
     for i in 0..opened {
         assert_eq!(get(gw, &format!("/slow?id={i}")).await.1, i.to_string());
@@ -204,7 +237,7 @@ async fn idle_connections_beyond_the_cap_are_closed() {
     let (up, conns) = upstream().await;
     let gw = serve(proxy(up, |b| b.pool_max_idle_per_host(2))).await;
     let tasks: Vec<_> = (0..6)
-        .map(|i| tokio::spawn(async move { get(gw, &format!("/slow?ms=200&id={i}")).await }))
+        .map(|i| tokio::spawn(async move { get(gw, &format!("/held?n=6&id={i}")).await }))
         .collect();
     for t in tasks {
         assert_eq!(t.await.unwrap().0, StatusCode::OK);
@@ -216,10 +249,9 @@ async fn idle_connections_beyond_the_cap_are_closed() {
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     let (up, conns) = upstream().await;
-    let gw = serve(proxy(up, |b| {
-        b.pool_idle_timeout(Duration::from_millis(300))
-    }))
-    .await;
+    // Long enough that the check right after the answer is never late (it takes milliseconds),
+    // short enough for `wait_open`'s 10 s.
+    let gw = serve(proxy(up, |b| b.pool_idle_timeout(Duration::from_secs(2)))).await;
     assert_eq!(get(gw, "/small").await.0, StatusCode::OK);
     assert_eq!(conns.open(), 1);
     conns.wait_open(0).await;
@@ -245,12 +277,14 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_reused() {
     let up = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
+    let (closed_tx, mut closed) = tokio::sync::mpsc::channel::<()>(4);
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
                 continue;
             };
             count.fetch_add(1, Ordering::SeqCst);
+            let closed_tx = closed_tx.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let mut got = Vec::new();
@@ -264,12 +298,17 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_reused() {
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await;
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(s);
+                let _ = closed_tx.send(()).await;
             });
         }
     });
     let gw = serve(proxy(up, |b| b)).await;
     for _ in 0..3 {
         assert_eq!(get(gw, "/").await, (StatusCode::OK, "ok".into()));
+        // The upstream has closed its side; the proxy's end reads the FIN on loopback in well
+        // under a millisecond, given 200 ms.
+        within(10, closed.recv()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
@@ -280,8 +319,9 @@ async fn http2_upstreams_share_one_connection() {
     let (up, conns) = upstream().await;
     let gw = serve(proxy(up, |b| b.http2_prior_knowledge(true))).await;
     let tasks: Vec<_> = (0..16)
-        .map(|i| tokio::spawn(async move { get(gw, &format!("/slow?ms=100&id={i}")).await }))
+        .map(|i| tokio::spawn(async move { get(gw, &format!("/held?n=16&id={i}")).await }))
         .collect();
+    // All 16 in flight at once, over one connection.
     for (i, t) in tasks.into_iter().enumerate() {
         assert_eq!(t.await.unwrap(), (StatusCode::OK, i.to_string()));
     }

@@ -261,6 +261,35 @@ async fn unknown_peer_is_never_trusted() {
     );
 }
 
+/// `ClientIdentity::Hidden`: the client's address appears nowhere, while a trusted chain before
+/// this hop is kept as it came.
+#[tokio::test]
+async fn hidden_client_identity_discloses_no_address() {
+    let up = echo_upstream("127.0.0.1:0").await;
+    let p = up.port();
+    for (trust, xff, fwd_before) in [
+        (Trust::None, None, String::new()),
+        (
+            Trust::Loopback,
+            Some("203.0.113.66".to_owned()),
+            "for=203.0.113.66;host=evil.example;proto=https, ".to_owned(),
+        ),
+    ] {
+        let mount = PathMount::strip("/proxy").allow_port(p);
+        let layer = RewriteLayer::new()
+            .trust(trust)
+            .forwarded(true)
+            .client_identity(ClientIdentity::Hidden);
+        let gw = gateway("127.0.0.1:0", stack(mount, layer), false).await;
+        let echo = echoed(gw, &format!("/proxy/{p}/"), SPOOFED).await;
+        assert_eq!(hdr(&echo, "x-forwarded-for"), xff);
+        assert_eq!(
+            hdr(&echo, "forwarded"),
+            Some(format!("{fwd_before}for=unknown;host=\"{gw}\";proto=http"))
+        );
+    }
+}
+
 #[tokio::test]
 async fn ipv6_client_is_quoted_in_forwarded() {
     let up = echo_upstream("127.0.0.1:0").await;
@@ -636,7 +665,9 @@ async fn connection_cannot_remove_the_gateways_headers() {
     let up = echo_upstream("127.0.0.1:0").await;
     let p = up.port();
     let mount = PathMount::strip("/proxy").allow_port(p);
-    let gw = gateway("127.0.0.1:0", stack(mount, RewriteLayer::new()), false).await;
+    // `Forwarded` is sent on request only: asked for, so that it is among the headers tried.
+    let layer = RewriteLayer::new().forwarded(true);
+    let gw = gateway("127.0.0.1:0", stack(mount, layer), false).await;
     let mut headers = vec![(
         "connection",
         "keep-alive, X-Forwarded-For, Forwarded, X-Forwarded-Host, X-Forwarded-Proto, \

@@ -741,15 +741,17 @@ async fn idle_timeout_closes_silent_tunnels_only() {
     let up = ws_upstream("u1").await;
     let port = up.addr.port();
     let proxy = ReverseProxy::builder()
-        .tunnel_idle_timeout(Some(Duration::from_millis(400)))
+        .tunnel_idle_timeout(Some(Duration::from_secs(1)))
         .build()
         .unwrap();
     let gw = gateway(proxy.clone(), [port]).await;
     let (mut ws, _) = connect(&ws_url(gw, port, "/")).await;
-    for i in 0..12 {
+    // Bytes every 50 ms (plus a round trip), twenty times shorter than the timeout, for longer
+    // than the timeout.
+    for i in 0..25 {
         let msg = format!("keep-alive {i}");
         assert_eq!(roundtrip(&mut ws, &msg).await, msg);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(proxy.open_tunnels(), 1);
     // Silence: the proxy closes the tunnel.

@@ -1009,11 +1009,22 @@ mod tests {
     }
 
     #[test]
-    fn constant_time_compare_is_used() {
-        // `decode` compares tags through `tags_equal`, which uses `subtle::ConstantTimeEq`.
-        assert!(tags_equal(&[1, 2, 3], &[1, 2, 3]));
-        assert!(!tags_equal(&[1, 2, 3], &[1, 2, 4]));
-        assert!(!tags_equal(&[1, 2, 3], &[1, 2]));
+    fn tag_comparison_checks_the_length_and_every_byte() {
+        // Timing cannot be measured reliably here; `tags_equal` gets it from
+        // `subtle::ConstantTimeEq`. This pins what it compares: a difference at any position
+        // and any length difference make the tags unequal.
+        let tag: Vec<u8> = (0..32).collect();
+        assert!(tags_equal(&tag, &tag.clone()));
+        for i in 0..tag.len() {
+            let mut other = tag.clone();
+            other[i] ^= 0x01;
+            assert!(
+                !tags_equal(&tag, &other),
+                "difference at byte {i} unnoticed"
+            );
+        }
+        assert!(!tags_equal(&tag, &tag[..31]));
+        assert!(!tags_equal(&tag[..31], &tag));
         assert!(!tags_equal(&[], &[0]));
         assert!(tags_equal(&[], &[]));
     }

@@ -953,8 +953,30 @@ mod tests {
             ),
             ApiForward::builder().upstream(ok()).body_limit(0),
         ];
-        for (i, b) in cases.into_iter().enumerate() {
-            assert!(b.callers(Callers::anyone()).build().is_err(), "case {i}");
+        let expected = [
+            "upstream `a` brings its own key: it cannot also inject one",
+            "upstream `a`: the body limit must be above zero",
+            "a byte quota of 1024 bytes per window cannot hold one body of the body limit (20971520 bytes)",
+            "a request quota needs at least one request in a window above zero",
+            "upstream `a` is configured twice",
+            "upstream `a` allows no method; list them with allow_methods",
+            r#"upstream `a` allows no path; list prefixes with allow_paths ("/" for all)"#,
+            "upstream name `a/b` must be one path segment of letters, digits, `-`, `_` or `.`",
+            "upstream `a`: invalid route configuration: upstream `ftp://x`: scheme must be http or https",
+            "upstream `a`: path prefix `/../x` must be a clean absolute path like /v1/chat",
+            "upstream `a`: path prefix `chat` must be a clean absolute path like /v1/chat",
+            "upstream `a`: header `host` cannot be injected",
+            "upstreams `a` and `b` share the host api.example.com, but only one allows private addresses",
+            "the body limit must be above zero",
+        ];
+        assert_eq!(cases.len(), expected.len());
+        for (i, (b, message)) in cases.into_iter().zip(expected).enumerate() {
+            let e = b.callers(Callers::anyone()).build().unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("invalid forward configuration: {message}"),
+                "case {i}"
+            );
         }
     }
 }

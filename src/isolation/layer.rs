@@ -215,3 +215,127 @@ where
         ResponseFuture::new(self.inner.call(req), self.config.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use tower::ServiceExt;
+
+    /// The headers `layer` puts on a response whose own headers are `own`.
+    async fn headers_of(
+        layer: IsolationLayer,
+        own: &[(&'static str, &'static str)],
+    ) -> http::HeaderMap {
+        let own: Vec<_> = own.to_vec();
+        let inner = tower::service_fn(move |_req: Request<()>| {
+            let own = own.clone();
+            async move {
+                let mut res = Response::new(());
+                for (name, value) in own {
+                    res.headers_mut()
+                        .append(name, HeaderValue::from_static(value));
+                }
+                Ok::<_, Infallible>(res)
+            }
+        });
+        let res = layer
+            .warn_insecure_context(false)
+            .layer(inner)
+            .oneshot(Request::new(()))
+            .await
+            .unwrap();
+        res.headers().clone()
+    }
+
+    fn only<'a>(h: &'a http::HeaderMap, name: &str) -> Vec<&'a str> {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn each_corp_value_is_sent_as_spelled() {
+        for (corp, spelled) in [
+            (Corp::SameOrigin, "same-origin"),
+            (Corp::SameSite, "same-site"),
+            (Corp::CrossOrigin, "cross-origin"),
+        ] {
+            let h = headers_of(IsolationLayer::new().corp(corp), &[]).await;
+            assert_eq!(
+                only(&h, "cross-origin-resource-policy"),
+                [spelled],
+                "{corp:?}"
+            );
+            assert_eq!(only(&h, "cross-origin-opener-policy"), ["same-origin"]);
+            assert_eq!(only(&h, "cross-origin-embedder-policy"), ["credentialless"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn defaults_set_coop_and_coep_and_no_corp() {
+        let h = headers_of(IsolationLayer::new(), &[]).await;
+        assert_eq!(only(&h, "cross-origin-opener-policy"), ["same-origin"]);
+        assert_eq!(only(&h, "cross-origin-embedder-policy"), ["credentialless"]);
+        assert!(h.get("cross-origin-resource-policy").is_none());
+        let h = headers_of(IsolationLayer::new().coep(Coep::RequireCorp), &[]).await;
+        assert_eq!(only(&h, "cross-origin-embedder-policy"), ["require-corp"]);
+    }
+
+    #[tokio::test]
+    async fn a_policy_the_response_sets_itself_is_kept_not_doubled() {
+        let layer = IsolationLayer::new()
+            .coep(Coep::RequireCorp)
+            .corp(Corp::SameOrigin);
+        let h = headers_of(
+            layer,
+            &[
+                ("cross-origin-opener-policy", "same-origin-allow-popups"),
+                ("cross-origin-embedder-policy", "unsafe-none"),
+                ("cross-origin-resource-policy", "same-site"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            only(&h, "cross-origin-opener-policy"),
+            ["same-origin-allow-popups"]
+        );
+        assert_eq!(only(&h, "cross-origin-embedder-policy"), ["unsafe-none"]);
+        assert_eq!(only(&h, "cross-origin-resource-policy"), ["same-site"]);
+    }
+
+    #[test]
+    fn builder_steps_keep_the_other_settings() {
+        let layer = IsolationLayer::new()
+            .corp(Corp::SameSite)
+            .trust_forwarded_proto(true)
+            .coep(Coep::RequireCorp)
+            .warn_insecure_context(false);
+        assert_eq!(layer.corp, Some(Corp::SameSite));
+        assert_eq!(layer.coep, Coep::RequireCorp);
+        assert!(layer.trust_forwarded_proto);
+        assert!(!layer.warn_insecure);
+        assert_eq!(layer.config.corp.as_ref().unwrap(), "same-site");
+        assert_eq!(layer.config.coep, "require-corp");
+        assert!(layer.config.trust_forwarded_proto && !layer.config.warn_insecure);
+    }
+
+    #[test]
+    fn secure_context_honours_forwarded_proto_only_when_trusted() {
+        let (parts, ()) = Request::get("http://preview.example.com/")
+            .header("x-forwarded-proto", "https")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert!(!IsolationLayer::new().is_secure_context(&parts));
+        assert!(IsolationLayer::new()
+            .trust_forwarded_proto(true)
+            .is_secure_context(&parts));
+        let (local, ()) = Request::get("http://localhost:5173/")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert!(IsolationLayer::new().is_secure_context(&local));
+    }
+}

@@ -353,14 +353,32 @@ mod tests {
         assert_eq!(next_data(&mut body, LONG).await.unwrap(), HEARTBEAT);
     }
 
-    #[tokio::test]
+    /// Polls `body` once without waiting: the frame it has ready now, if any.
+    fn ready_now(body: &mut SseBody<ChannelBody>) -> Option<Bytes> {
+        let frame = futures_util::FutureExt::now_or_never(body.frame())?;
+        Some(
+            frame
+                .expect("not the end")
+                .expect("no error")
+                .into_data()
+                .expect("data"),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn frames_restart_the_silence_count() {
-        let (tx, mut body) = stream(Some(Duration::from_millis(300)));
-        for _ in 0..4 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            send(&tx, b"data: x\n\n").await;
-            assert_eq!(next_data(&mut body, LONG).await.unwrap(), "data: x\n\n");
-        }
+        let interval = Duration::from_millis(300);
+        let (tx, mut body) = stream(Some(interval));
+        tokio::time::advance(Duration::from_millis(200)).await;
+        send(&tx, b"data: x\n\n").await;
+        assert_eq!(ready_now(&mut body).unwrap(), "data: x\n\n");
+        // 400 ms since the start, 200 ms since the frame: the silence count started again at
+        // the frame, so no heartbeat is due yet (without the restart one would be).
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(ready_now(&mut body), None);
+        // A full interval of silence since the frame: now it is.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(ready_now(&mut body).unwrap(), HEARTBEAT);
     }
 
     #[tokio::test]

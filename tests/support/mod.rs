@@ -166,3 +166,29 @@ pub async fn echo_upstream(addr: &str) -> SocketAddr {
     )
     .await
 }
+
+/// A listener on `[::1]:port` that never accepts, its accept queue full: on Linux new SYNs to it are
+/// dropped, so a connect attempt hangs instead of being refused. Returns it with the connections
+/// that fill it (they must stay open).
+pub async fn blackhole_v6(port: u16) -> Option<(TcpListener, Vec<tokio::net::TcpStream>)> {
+    let socket = tokio::net::TcpSocket::new_v6().ok()?;
+    socket
+        .bind(SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), port))
+        .ok()?;
+    let listener = socket.listen(1).ok()?;
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => held.push(s),
+            Ok(Err(e)) => panic!("filling the accept queue: {e}"),
+            Err(_) => return Some((listener, held)),
+        }
+    }
+    panic!("the accept queue of a listen(1) socket never filled after 16 connections");
+}
