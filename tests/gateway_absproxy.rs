@@ -128,9 +128,11 @@ async fn absproxy_keeps_the_prefix_maps_redirects_and_cookies_and_carries_websoc
         res.headers()[header::LOCATION],
         format!("{m}/signed-in?next=%2Fa").as_str()
     );
+    // The cookie firewall stores it under the route's namespace (`sgw.absproxy.{port}~`).
+    let ns = format!("sgw{}~", m.replace('/', "."));
     assert_eq!(
         res.headers()[header::SET_COOKIE],
-        format!("sid=1; Path={m}/; HttpOnly").as_str()
+        format!("{ns}sid=1; Path={m}/; HttpOnly").as_str()
     );
 
     // The bare mount goes to its slash form; ports not allowed and unknown paths are refused.
