@@ -114,6 +114,16 @@ pub(crate) fn tunnel_bytes(up: bool, n: usize) {
     let _ = (up, n);
 }
 
+/// `n` bytes of an HTTP body proxied to or from an upstream, `up` from the browser to the
+/// upstream or down.
+pub(crate) fn body_bytes(up: bool, n: usize) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("sandbox_gateway_body_bytes_total", "direction" => if up { "up" } else { "down" })
+        .increment(n as u64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (up, n);
+}
+
 /// A token of `kind` (`bootstrap`: an IDE link; `cookie`: the tunnel's session) was checked:
 /// `Ok` when accepted, else why not (`None`: there was none).
 #[cfg(feature = "auth")]

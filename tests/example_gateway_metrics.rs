@@ -93,6 +93,7 @@ async fn metrics_count_each_outcome_once() {
     // A proxied request.
     let (status, body) = get(&gw, &format!("/proxy/{demo}/echo-headers"), &host).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let proxied_body = body.len();
     // A Host not on the allowlist.
     let (status, body) = get(&gw, "/", "rebind.attacker.example").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
@@ -208,6 +209,17 @@ async fn metrics_count_each_outcome_once() {
     )
     .unwrap_or(0.0);
     assert!(up >= 10.0 && down >= 6.0, "up {up}, down {down}");
+    // The one HTTP body proxied is the echo's answer (the 502 is the gateway's own, the upgrade has
+    // none); no request had a body.
+    assert_eq!(
+        count("sandbox_gateway_body_bytes_total", &["direction=\"down\""]),
+        Some(proxied_body as f64),
+        "{after:?}"
+    );
+    assert_eq!(
+        count("sandbox_gateway_body_bytes_total", &["direction=\"up\""]),
+        None
+    );
     // One upstream connection served the request, went back to the pool, then carried the upgrade;
     // its connect latency is a histogram, and it is closed with the tunnel.
     assert_eq!(

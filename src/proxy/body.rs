@@ -114,8 +114,11 @@ impl Body for ProxyBody {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body) => match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    if let (Some(m), Some(d)) = (this.meter.as_mut(), frame.data_ref()) {
-                        m.bytes_down += d.len() as u64;
+                    if let Some(d) = frame.data_ref() {
+                        crate::metrics::body_bytes(false, d.len());
+                        if let Some(m) = this.meter.as_mut() {
+                            m.bytes_down += d.len() as u64;
+                        }
                     }
                     // A body of known length ends with its last frame: hyper stops polling then.
                     if body.is_end_stream() {
@@ -274,6 +277,11 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         let polled = Pin::new(&mut *inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(d) = frame.data_ref() {
+                crate::metrics::body_bytes(true, d.len());
+            }
+        }
         if let Some(p) = &this.progress {
             match &polled {
                 Poll::Ready(Some(Ok(frame))) => {
