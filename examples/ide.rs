@@ -48,6 +48,7 @@ use sandbox_gateway::proxy::ReverseProxy;
 use sandbox_gateway::rewrite::RewriteLayer;
 use sandbox_gateway::route::{RouteError, RouteLayer, Upstream};
 use sandbox_gateway::serve::{Server, TlsConfig};
+use subtle::ConstantTimeEq;
 use tower::ServiceBuilder;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -91,21 +92,12 @@ pub fn app_with_revocations(
     // Stands for the host's "delete sandbox" or "remove member": every session of the sandbox
     // ends, on every replica, its open WebSockets included.
     let revoke = move |Path(id): Path<String>, parts: Parts| async move {
-        if !is_same_origin_request(&parts) {
-            return Err((StatusCode::FORBIDDEN, "Cross-origin request refused."));
-        }
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if bearer != Some(format!("Bearer {revoke_secret}").as_str()) {
-            return Err((StatusCode::UNAUTHORIZED, "Log in first."));
-        }
+        host_session(&parts, &revoke_secret)?;
         revoker
             .revoke(Revocation::Sandbox(id))
             .await
             .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "Cannot revoke right now."))?;
-        Ok("Every session of this sandbox has ended.\n")
+        Ok::<_, (StatusCode, &str)>("Every session of this sandbox has ended.\n")
     };
     let ended = |Path(id): Path<String>| async move {
         (
@@ -120,19 +112,7 @@ pub fn app_with_revocations(
     let known = sandboxes.clone();
     let links = hosts.clone();
     let issue = move |Path(id): Path<String>, parts: Parts| async move {
-        // No other page may mint a link with the user's credentials: not another site, and not
-        // a sandbox's page either (`{id}.ide.example.com` is same-site with `app.example.com`).
-        if !is_same_origin_request(&parts) {
-            return Err((StatusCode::FORBIDDEN, "Cross-origin request refused."));
-        }
-        // Stands for the host's own session check: is this user allowed to open sandbox `id`?
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if bearer != Some(format!("Bearer {host_secret}").as_str()) {
-            return Err((StatusCode::UNAUTHORIZED, "Log in first."));
-        }
+        host_session(&parts, &host_secret)?;
         if !known.contains_key(&id) {
             return Err((StatusCode::NOT_FOUND, "No such sandbox."));
         }
@@ -187,6 +167,25 @@ pub fn app_with_revocations(
         .route_service("/api/dev/{id}/ide", bootstrap)
         .fallback_service(tunnel);
     Ok(Router::new().fallback_service(hosts.split(sandbox_side, host_side)))
+}
+
+/// Stands for the host's own authentication of its API (its session cookie or bearer token):
+/// here the bearer `secret`, compared in constant time, and same-origin calls only — no other page
+/// may act with the user's credentials: not another site, and not a sandbox's page either
+/// (`{id}.ide.example.com` is same-site with `app.example.com`).
+fn host_session(parts: &Parts, secret: &str) -> Result<(), (StatusCode, &'static str)> {
+    if !is_same_origin_request(parts) {
+        return Err((StatusCode::FORBIDDEN, "Cross-origin request refused."));
+    }
+    let sent = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map_or(&b""[..], |v| v.as_bytes());
+    let expected = format!("Bearer {secret}");
+    if !bool::from(sent.ct_eq(expected.as_bytes())) {
+        return Err((StatusCode::UNAUTHORIZED, "Log in first."));
+    }
+    Ok(())
 }
 
 fn signer() -> Result<TokenSigner, Error> {
