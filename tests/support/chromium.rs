@@ -69,6 +69,11 @@ impl Driver {
 
     /// A fresh browser: its own profile, so its own cookie jar.
     pub async fn browser(&mut self) -> Client {
+        self.browser_with(&[]).await
+    }
+
+    /// A fresh browser started with `extra` command-line switches too.
+    pub async fn browser_with(&mut self, extra: &[&str]) -> Client {
         let profile = TempDir::new("profile");
         let mut args = vec![
             "--headless=new".to_owned(),
@@ -94,6 +99,7 @@ impl Driver {
             "--metrics-recording-only".to_owned(),
             format!("--user-data-dir={}", profile.path.display()),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         if std::env::var_os("BROWSER_LOG").is_some() {
             args.push("--enable-logging=stderr".to_owned());
         }
