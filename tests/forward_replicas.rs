@@ -8,9 +8,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +22,7 @@ use sandbox_gateway::forward::{
     ApiForward, Callers, Quota, QuotaStore, RedisQuotaStore, Secret, Upstream,
 };
 use support::redis::RedisServer;
+use support::replica::{announce, Replica};
 use support::{client, full, serve_fn, within, TestBody};
 use tokio::sync::Semaphore;
 
@@ -87,54 +86,11 @@ async fn gateway(redis_url: &str, upstream: SocketAddr) {
         .build()
         .unwrap();
     let addr = support::serve(forward).await;
-    println!("LISTENING {addr}");
-    std::io::stdout().flush().unwrap();
-    // Until the parent closes our standard input (or two minutes pass).
-    let stdin_closed = tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
-            line.clear();
-        }
-    });
-    let _ = tokio::time::timeout(Duration::from_secs(120), stdin_closed).await;
+    announce(addr).await;
 }
 
-/// A gateway child process, killed on drop.
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_gateway(redis_url: &str, upstream: SocketAddr) -> Gateway {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--gateway", redis_url, &upstream.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn a gateway process");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().take(100) {
-            let Ok(line) = line else { return };
-            if let Some(addr) = line.strip_prefix("LISTENING ") {
-                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-                return;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the gateway process announced its address");
-    Gateway { child, addr }
+fn spawn_gateway(redis_url: &str, upstream: SocketAddr) -> Replica {
+    Replica::spawn(&["--gateway", redis_url, &upstream.to_string()])
 }
 
 /// An upstream counting requests; `/v1/stream` holds its answer until it gets a permit of
@@ -183,14 +139,14 @@ async fn two_gateways_share_one_budget() {
     let bob = signer.issue_api("bob", ["llm"], ttl).unwrap();
     let carol = signer.issue_api("carol", ["llm"], ttl).unwrap();
     let c = client();
-    let send = |gw: &Gateway, path: &str, token: &str, body: Vec<u8>| {
+    let send = |gw: &Replica, path: &str, token: &str, body: Vec<u8>| {
         let req = Request::post(format!("http://{}/llm{path}", gw.addr))
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .body(full(body))
             .unwrap();
         within(20, c.request(req))
     };
-    let call = |gw: &Gateway, path: &str, token: &str| send(gw, path, token, b"{}".to_vec());
+    let call = |gw: &Replica, path: &str, token: &str| send(gw, path, token, b"{}".to_vec());
 
     // The budget is spent alternately on both processes; the next request fails on either.
     for i in 0..BUDGET {

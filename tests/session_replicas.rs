@@ -10,14 +10,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sandbox_gateway::auth::{RedisRevocationStore, RevocationStore};
 use support::redis::RedisServer;
+use support::replica::{announce, Replica};
 use support::sessions::{closed_within, gateway, open_ws, sandbox, session, status};
 use support::{client, empty};
 
@@ -59,53 +58,11 @@ async fn gateway_process(redis_url: &str, sandbox: SocketAddr) {
         .refresh_every(REFRESH);
     let store: Arc<dyn RevocationStore> = Arc::new(store);
     let addr = gateway(store, sandbox, HOUR).await;
-    println!("LISTENING {addr}");
-    std::io::stdout().flush().unwrap();
-    let stdin_closed = tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
-            line.clear();
-        }
-    });
-    let _ = tokio::time::timeout(Duration::from_secs(120), stdin_closed).await;
+    announce(addr).await;
 }
 
-/// A gateway child process, killed on drop.
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_gateway(redis_url: &str, sandbox: SocketAddr) -> Gateway {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--gateway", redis_url, &sandbox.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn a gateway process");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().take(100) {
-            let Ok(line) = line else { return };
-            if let Some(addr) = line.strip_prefix("LISTENING ") {
-                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-                return;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the gateway process announced its address");
-    Gateway { child, addr }
+fn spawn_gateway(redis_url: &str, sandbox: SocketAddr) -> Replica {
+    Replica::spawn(&["--gateway", redis_url, &sandbox.to_string()])
 }
 
 async fn a_revocation_on_one_replica_holds_on_the_other() {

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod replica;
 #[cfg(feature = "auth")]
 pub mod sessions;
 
