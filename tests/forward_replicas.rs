@@ -22,7 +22,7 @@ use sandbox_gateway::forward::{
     ApiForward, Callers, Quota, QuotaStore, RedisQuotaStore, Secret, Upstream,
 };
 use support::redis::RedisServer;
-use support::replica::{announce, Replica};
+use support::replica::{self, announce, Replica};
 use support::{client, full, serve_fn, within, TestBody};
 use tokio::sync::Semaphore;
 
@@ -37,30 +37,11 @@ const STREAMS: usize = 2;
 const BYTES: u64 = 2048;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    if args.get(1).map(String::as_str) == Some("--gateway") {
-        runtime.block_on(gateway(&args[2], args[3].parse().unwrap()));
-        return;
-    }
-    // `cargo test` passes libtest's arguments: `--list` lists the one test, a name filter that
-    // does not match it skips it, other flags (`--include-ignored`…) change nothing here.
-    const NAME: &str = "two_gateways_share_one_budget";
-    if args.iter().any(|a| a == "--list") {
-        println!("{NAME}: test");
-        return;
-    }
-    let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
-    if !filters.is_empty() && !filters.iter().any(|f| NAME.contains(f.as_str())) {
-        println!("running 0 tests (filtered out: {NAME})");
-        return;
-    }
-    runtime.block_on(two_gateways_share_one_budget());
-    println!("test {NAME} ... ok");
+    replica::main(
+        "two_gateways_share_one_budget",
+        |redis_url, addr| async move { gateway(&redis_url, addr).await },
+        two_gateways_share_one_budget,
+    );
 }
 
 /// One gateway process: the forwarder with its own connection to Redis.

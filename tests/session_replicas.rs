@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sandbox_gateway::auth::{RedisRevocationStore, RevocationStore};
 use support::redis::RedisServer;
-use support::replica::{announce, Replica};
+use support::replica::{self, announce, Replica};
 use support::sessions::{closed_within, gateway, open_ws, sandbox, session, status};
 use support::{client, empty};
 
@@ -26,28 +26,11 @@ const REFRESH: Duration = Duration::from_millis(250);
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    if args.get(1).map(String::as_str) == Some("--gateway") {
-        runtime.block_on(gateway_process(&args[2], args[3].parse().unwrap()));
-        return;
-    }
-    const NAME: &str = "a_revocation_on_one_replica_holds_on_the_other";
-    if args.iter().any(|a| a == "--list") {
-        println!("{NAME}: test");
-        return;
-    }
-    let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
-    if !filters.is_empty() && !filters.iter().any(|f| NAME.contains(f.as_str())) {
-        println!("running 0 tests (filtered out: {NAME})");
-        return;
-    }
-    runtime.block_on(a_revocation_on_one_replica_holds_on_the_other());
-    println!("test {NAME} ... ok");
+    replica::main(
+        "a_revocation_on_one_replica_holds_on_the_other",
+        |redis_url, addr| async move { gateway_process(&redis_url, addr).await },
+        a_revocation_on_one_replica_holds_on_the_other,
+    );
 }
 
 /// One gateway process: the session gateway with its own Redis revocation store.

@@ -61,3 +61,37 @@ pub async fn announce(addr: SocketAddr) {
     });
     let _ = tokio::time::timeout(Duration::from_secs(120), stdin_closed).await;
 }
+
+/// The `main` of a replica test binary (no libtest harness): with `--gateway REDIS_URL ADDR` it is
+/// a replica and runs `gateway`; otherwise it runs the test `name`, honouring libtest's `--list`
+/// and name filter as `cargo test` passes them.
+pub fn main<G, T>(
+    name: &str,
+    gateway: impl FnOnce(String, SocketAddr) -> G,
+    test: impl FnOnce() -> T,
+) where
+    G: std::future::Future<Output = ()>,
+    T: std::future::Future<Output = ()>,
+{
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if args.get(1).map(String::as_str) == Some("--gateway") {
+        runtime.block_on(gateway(args[2].clone(), args[3].parse().unwrap()));
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        println!("{name}: test");
+        return;
+    }
+    let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
+    if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+        println!("running 0 tests (filtered out: {name})");
+        return;
+    }
+    runtime.block_on(test());
+    println!("test {name} ... ok");
+}
